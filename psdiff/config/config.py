@@ -1,0 +1,82 @@
+"""fvcore's CfgNode with errors a user can act on: one line naming the key, the file, a fix.
+
+yacs reports an unknown key as a bare `KeyError` from deep inside the merge; here the YAML file
+or command-line list is checked first, and the closest valid key is suggested.
+"""
+
+import difflib
+import os
+
+import yaml
+from fvcore.common.config import CfgNode as _FvcoreCfgNode
+
+from psdiff.utils.errors import PsdiffError
+
+
+def _flat_keys(node, prefix=""):
+    """All full key names ("SOLVER.BASE_LR") of a nested mapping."""
+    keys = []
+    for name, value in node.items():
+        full = prefix + name
+        keys.extend(_flat_keys(value, full + ".") if isinstance(value, dict) else [full])
+    return keys
+
+
+def _closest(key, valid):
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    return match[0] if match else None
+
+
+def _unknown_key_error(key, valid, where):
+    return PsdiffError(
+        f"unknown config key '{key}' in {where}; did you mean '{_closest(key, valid)}'?"
+    )
+
+
+class CfgNode(_FvcoreCfgNode):
+    """A config tree; merging a YAML file or a KEY VALUE list rejects unknown keys clearly."""
+
+    def _check_keys(self, loaded, where):
+        valid = _flat_keys(self)
+        for key in _flat_keys(loaded):
+            if key not in valid and not self._is_new_allowed(key):
+                raise _unknown_key_error(key, valid, where)
+
+    def _is_new_allowed(self, key):
+        node = self
+        for part in key.split(".")[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                return False
+            node = node[part]
+        return node.is_new_allowed()
+
+    def merge_from_file(self, cfg_filename, allow_unsafe=False):
+        """Merge a YAML file (with `_BASE_` inheritance); unknown keys name the file."""
+        if not os.path.isfile(cfg_filename):
+            raise PsdiffError(f"config file not found: {cfg_filename}")
+        try:
+            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        except (yaml.YAMLError, OSError) as e:
+            raise PsdiffError(f"cannot read config file {cfg_filename}: {e}".splitlines()[0])
+        loaded = type(self)(loaded)
+        self._check_keys(loaded, cfg_filename)
+        self._merge_checked(loaded, cfg_filename)
+
+    def merge_from_list(self, cfg_list):
+        """Merge `KEY VALUE` pairs from the command line; unknown keys say so in one line."""
+        if len(cfg_list) % 2:
+            raise PsdiffError(f"config overrides must be KEY VALUE pairs, got: {list(cfg_list)}")
+        valid = _flat_keys(self)
+        for key in cfg_list[0::2]:
+            if key not in valid and not self._is_new_allowed(key):
+                raise _unknown_key_error(key, valid, "the command-line overrides")
+        try:
+            super().merge_from_list(cfg_list)
+        except (ValueError, AssertionError, KeyError) as e:
+            raise PsdiffError(f"bad command-line override: {e}".splitlines()[0])
+
+    def _merge_checked(self, loaded, where):
+        try:
+            self.merge_from_other_cfg(loaded)
+        except (ValueError, AssertionError, KeyError) as e:
+            raise PsdiffError(f"bad value in {where}: {e}".splitlines()[0])

@@ -1,0 +1,1 @@
+"""Small helpers shared by two or more parts of psdiff."""
