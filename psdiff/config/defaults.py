@@ -51,6 +51,9 @@ _C.MODEL.PSDIFF.NHEADS = 8  # attention heads in self- and cross-attention
 _C.MODEL.PSDIFF.DIM_FEEDFORWARD = 1024  # FFN hidden width in the CDL
 _C.MODEL.PSDIFF.DIM_DYNAMIC = 64  # bottleneck width of the dynamic convolution
 _C.MODEL.PSDIFF.NUM_DYNAMIC = 2  # dynamic layers in the dynamic convolution
+_C.MODEL.PSDIFF.KERNEL_RANK = 16  # basis kernels mixed per box by the dynamic conv (31M budget)
+_C.MODEL.PSDIFF.NUM_CLS = 1  # layers in the person-score tower (DiffusionDet: 1)
+_C.MODEL.PSDIFF.NUM_REG = 3  # layers in the box-regression tower (DiffusionDet: 3)
 _C.MODEL.PSDIFF.DROPOUT = 0.0  # dropout in the CDL
 _C.MODEL.PSDIFF.POOLER_RESOLUTION = 7  # RoIAlign output size S (F_d is N x S*S x C)
 _C.MODEL.PSDIFF.POOLER_SAMPLING_RATIO = 2  # RoIAlign sampling ratio
@@ -60,7 +63,6 @@ _C.MODEL.PSDIFF.USE_SA = True  # self-attention over detection features F_d (Tab
 _C.MODEL.PSDIFF.USE_DC = True  # dynamic conv with kernels from ReID features F_r (Table IV b)
 _C.MODEL.PSDIFF.USE_CA = True  # cross-attention, F_r queries F_d (Table IV b)
 _C.MODEL.PSDIFF.CASCADED = True  # True: F_c -> e0 -> boxes (cascaded); False: parallel (IV c)
-_C.MODEL.PSDIFF.FUSED_KERNELS = False  # use fused Triton kernels for the CDL hot path on CUDA
 # Dual noise generator (Eq. 10)
 _C.MODEL.PSDIFF.NUM_TIMESTEPS = 1000  # T, diffusion steps of the cosine schedule
 _C.MODEL.PSDIFF.SNR_BOX = 2.0  # s1, box signal scale (Table IV a)
@@ -76,6 +78,7 @@ _C.MODEL.PSDIFF.REID_WEIGHT = 5.0  # lambda_reid, L2 embedding loss weight (Eq. 
 _C.MODEL.PSDIFF.FOCAL_ALPHA = 0.25  # focal loss alpha
 _C.MODEL.PSDIFF.FOCAL_GAMMA = 2.0  # focal loss gamma
 _C.MODEL.PSDIFF.MATCH_K = 1  # predictions matched per GT; 1 = one-to-one Hungarian (paper)
+_C.MODEL.PSDIFF.MATCH_REID_COST = 0.0  # weight of ||e0 - e0_hat|| in the matching cost; 0 = off
 # Inference (Algorithm 2, Table V)
 _C.MODEL.PSDIFF.SAMPLER = "DDIM"  # "DDIM", "DPM_SOLVER" or "DPM_SOLVER_PP" (Table V)
 _C.MODEL.PSDIFF.SAMPLE_STEPS = 8  # sampling steps (Table I, Fig. 6: 1, 2, 4, 8)
@@ -84,8 +87,8 @@ _C.MODEL.PSDIFF.BOX_RENEWAL = True  # replace low-score boxes with fresh noise b
 _C.MODEL.PSDIFF.RENEWAL_THRESH = 0.5  # score under which a box is renewed
 _C.MODEL.PSDIFF.USE_NMS = True  # NMS on the final detections
 _C.MODEL.PSDIFF.NMS_THRESH = 0.5  # NMS IoU threshold
-_C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool the detections of every step before NMS
-_C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # how embed_queries embeds a known box (meta_arch.py)
+_C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool every step before NMS; off: Algorithm 2 returns the last step
+_C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # "denoise": box fixed among N_test proposals, as gallery; "alone"
 
 # ---------------------------------------------------------------------------------------------
 # ReID TEACHER (Eq. 11; psdiff/teacher). Keys are added below this line by the teacher module.
@@ -93,7 +96,7 @@ _C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # how embed_queries embeds a known box (
 _C.TEACHER = CN()
 _C.TEACHER.CACHE = ""  # e0 target cache (tools/build_targets.py) used when training PSDiff
 _C.TEACHER.WEIGHTS = ""  # trained teacher checkpoint: builds the cache, checks it when loaded
-_C.TEACHER.LOSS = "HHCL"  # "HHCL" (supervised HHCL, paper) or "SREID" (BNNeck+ID+triplet, Tab. VI)
+_C.TEACHER.LOSS = "HHCL"  # "HHCL" (supervised HHCL, paper) or "SREID" (ID + triplet, Table VI)
 _C.TEACHER.BACKBONE = CN()
 _C.TEACHER.BACKBONE.DEPTH = 50  # ResNet trunk depth: 18, 34 or 50 (HHCL: 50)
 _C.TEACHER.BACKBONE.PRETRAINED = ""  # local torchvision ImageNet state_dict (.pth); "" = random
@@ -103,9 +106,9 @@ _C.TEACHER.INPUT_SIZE = (256, 128)  # crop height, width fed to the teacher (HHC
 _C.TEACHER.MEMORY_MOMENTUM = 0.1  # m in new = m*old + (1-m)*x for centroids (HHCL: 0.1)
 _C.TEACHER.TEMPERATURE = 0.05  # tau of the contrastive softmaxes (HHCL: 0.05)
 _C.TEACHER.HARD_WEIGHT = 0.5  # lambda in L = lambda*L_centroid + (1-lambda)*L_instance (HHCL)
-_C.TEACHER.CENTROID_UPDATE = "hard"  # centroid moves to the class's "hard"est batch sample or "mean"
+_C.TEACHER.CENTROID_UPDATE = "hard"  # centroid moves to the class's "hard"est sample or "mean"
 _C.TEACHER.HARD_K = 4  # instance-memory slots per identity, mined for hardest pos/neg (= K)
-_C.TEACHER.MEMORY_REFRESH_PERIOD = 200  # iters between memory re-inits from eval features (HHCL epoch); 0 = once
+_C.TEACHER.MEMORY_REFRESH_PERIOD = 200  # iters between memory re-inits (HHCL: 1 epoch); 0 = once
 _C.TEACHER.P = 16  # identities per global batch (P x K sampler)
 _C.TEACHER.K = 4  # crops per identity in a batch (CUHK-SYSU has few crops per identity)
 _C.TEACHER.USE_UNLABELED = True  # unlabeled crops as extra negatives (OIM-style queue, as CCR)

@@ -1,0 +1,6 @@
+"""Readers of the CUHK-SYSU and PRW on-disk formats, and a generator writing those formats."""
+
+from .cuhk_sysu import available_gallery_sizes, load_cuhk_sysu
+from .prw import load_prw
+
+__all__ = ["available_gallery_sizes", "load_cuhk_sysu", "load_prw"]

@@ -1,0 +1,34 @@
+"""Training engine: the loop and its hooks, checkpoints, distributed launch, run setup."""
+
+from .checkpoint import Checkpointer, load_checkpoint_file
+from .defaults import (
+    DefaultTrainer,
+    auto_scale_workers,
+    default_argument_parser,
+    default_setup,
+    setup_cfg,
+)
+from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
+from .launch import launch
+from .train_loop import AMPTrainer, HookBase, NonFiniteLossError, SimpleTrainer, TrainerBase
+
+__all__ = [
+    "AMPTrainer",
+    "Checkpointer",
+    "DefaultTrainer",
+    "EvalHook",
+    "HookBase",
+    "IterationTimer",
+    "LRScheduler",
+    "NonFiniteLossError",
+    "PeriodicCheckpointer",
+    "PeriodicWriter",
+    "SimpleTrainer",
+    "TrainerBase",
+    "auto_scale_workers",
+    "default_argument_parser",
+    "default_setup",
+    "launch",
+    "load_checkpoint_file",
+    "setup_cfg",
+]

@@ -1,0 +1,308 @@
+"""What every psdiff tool shares: the command line, config setup, run setup, DefaultTrainer.
+
+Detectron2's `engine/defaults.py`: `default_argument_parser` + `setup_cfg` + `default_setup`
+make a run self-describing (merged config.yaml, log.txt with environment, git commit, seed,
+world size, batch and lr), and `DefaultTrainer` wires model, optimizer, schedule, loader,
+checkpointer and hooks from the config. Subclasses swap parts by overriding classmethods.
+"""
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import weakref
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from psdiff.config import get_cfg
+from psdiff.solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
+from psdiff.utils import comm
+from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
+from psdiff.utils.errors import PsdiffError
+from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from psdiff.utils.logger import setup_logger
+
+from . import hooks
+from .checkpoint import Checkpointer
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+
+logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_argument_parser(description: str = "psdiff training and evaluation"):
+    """Detectron2's arguments, with the trailing `KEY VALUE` config overrides as `opts`."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  train:     tools/train_net.py --config-file configs/psdiff_r50.yaml --num-gpus 4\n"
+        "  resume:    tools/train_net.py --config-file configs/psdiff_r50.yaml --resume\n"
+        "  evaluate:  tools/train_net.py --config-file output/config.yaml --eval-only "
+        "MODEL.WEIGHTS output/model_final.pth\n"
+        "  torchrun:  torchrun --nproc_per_node 4 tools/train_net.py --config-file ...",
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config YAML")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/last_checkpoint (else MODEL.WEIGHTS)")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes per machine (GPUs; CPU workers with MODEL.DEVICE cpu)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
+    parser.add_argument("--dist-url", default="auto",
+                        help="tcp://HOST:PORT of machine 0 (several machines); auto on one")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 1e-4")
+    return parser
+
+
+def setup_cfg(args):
+    """get_cfg(), then the `--config-file`, then the `KEY VALUE` overrides; frozen."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(args.opts or []))
+    cfg.freeze()
+    return cfg
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """Create OUTPUT_DIR and prove a file can be written there."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise PsdiffError(f"OUTPUT_DIR {output_dir!r} is not writable: {e.strerror or e}")
+
+
+def _check_device(cfg) -> None:
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise PsdiffError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; "
+                          "add MODEL.DEVICE cpu")
+
+
+def auto_scale_workers(cfg, num_workers: int):
+    """Detectron2's rule: a config written for `SOLVER.REFERENCE_WORLD_SIZE` ranks, run on
+    `num_workers`, keeps the images per rank; batch and lr scale linearly, and the schedule
+    (iterations, steps, warm-up, checkpoint and eval periods) inversely. 0 = no scaling."""
+    reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if reference == 0 or reference == num_workers:
+        return cfg
+    if cfg.SOLVER.IMS_PER_BATCH % reference != 0:
+        raise PsdiffError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
+                          f"SOLVER.REFERENCE_WORLD_SIZE {reference}")
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    scale = num_workers / reference
+    solver = cfg.SOLVER
+    solver.IMS_PER_BATCH = int(round(solver.IMS_PER_BATCH * scale))
+    solver.BASE_LR = solver.BASE_LR * scale
+    solver.MAX_ITER = int(round(solver.MAX_ITER / scale))
+    solver.WARMUP_ITERS = int(round(solver.WARMUP_ITERS / scale))
+    solver.STEPS = tuple(int(round(s / scale)) for s in solver.STEPS)
+    solver.CHECKPOINT_PERIOD = int(round(solver.CHECKPOINT_PERIOD / scale))
+    cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+    solver.REFERENCE_WORLD_SIZE = num_workers
+    logger.info(
+        f"Auto-scaling the config from {reference} to {num_workers} ranks: IMS_PER_BATCH "
+        f"{solver.IMS_PER_BATCH}, BASE_LR {solver.BASE_LR:g}, MAX_ITER {solver.MAX_ITER}, "
+        f"WARMUP_ITERS {solver.WARMUP_ITERS}, STEPS {solver.STEPS}"
+    )
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
+def _log_batch_and_lr(cfg, world_size: int) -> None:
+    """Per-GPU and effective batch and lr after REFERENCE_WORLD_SIZE scaling."""
+    scaled = auto_scale_workers(cfg, world_size)
+    batch = scaled.SOLVER.IMS_PER_BATCH
+    if batch % world_size != 0:
+        raise PsdiffError(
+            f"SOLVER.IMS_PER_BATCH {batch} is not divisible by the world size {world_size}"
+        )
+    logger.info(
+        f"World size {world_size}: {batch // world_size} images per GPU, effective batch {batch}, "
+        f"base lr {scaled.SOLVER.BASE_LR:g}, {scaled.SOLVER.MAX_ITER} iterations"
+    )
+
+
+def default_setup(cfg, args) -> None:
+    """Prepare a run: check OUTPUT_DIR, start logging, record the environment, git commit,
+    arguments and merged config (OUTPUT_DIR/config.yaml, or config_eval.yaml with
+    --eval-only so the training's record is kept), seed every generator, log world size,
+    batch and lr."""
+    output_dir = cfg.OUTPUT_DIR
+    rank, world_size = comm.get_rank(), comm.get_world_size()
+    if comm.is_main_process():
+        _check_output_dir(output_dir)
+    comm.synchronize()
+    setup_logger(output_dir, distributed_rank=rank, name="psdiff")
+    _check_device(cfg)
+    logger.info(f"Rank of current process: {rank}. World size: {world_size}")
+    logger.info("Environment info:\n" + collect_env_info())
+    logger.info(f"git commit: {get_git_commit()}")
+    logger.info(f"Command line arguments: {args}")
+    logger.info(f"Running with full config:\n{cfg.dump()}")
+    if comm.is_main_process():
+        name = "config_eval.yaml" if getattr(args, "eval_only", False) else "config.yaml"
+        path = os.path.join(output_dir, name)
+        with open(path, "w") as f:
+            f.write(cfg.dump())
+        logger.info(f"Full config saved to {path}")
+    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    logger.info(f"Seed of rank {rank}: {seed} (SEED {cfg.SEED} + rank)" if cfg.SEED >= 0
+                else f"Seed of rank {rank}: {seed} (SEED < 0: drawn at random)")
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    if not getattr(args, "eval_only", False):
+        _log_batch_and_lr(cfg, world_size)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class DefaultTrainer(TrainerBase):
+    """The trainer built from a config, in Detectron2's shape.
+
+    Override the classmethods `build_model`, `build_optimizer`, `build_lr_scheduler`,
+    `build_train_loader` and `test` to swap a part (the ReID teacher does). Use:
+    `trainer = DefaultTrainer(cfg); trainer.resume_or_load(resume=args.resume); trainer.train()`.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        cfg = auto_scale_workers(cfg, comm.get_world_size())
+        self.cfg = cfg
+        if comm.is_main_process():
+            _check_output_dir(cfg.OUTPUT_DIR)
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        if comm.get_world_size() > 1:
+            device_ids = [comm.get_local_rank()] if cfg.MODEL.DEVICE.startswith("cuda") else None
+            model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        self.model = model
+        grad_clip = build_gradient_clipper(cfg)
+        if cfg.SOLVER.AMP.ENABLED:
+            if cfg.SOLVER.AMP.DTYPE not in _AMP_DTYPES:
+                raise PsdiffError(f"unknown SOLVER.AMP.DTYPE {cfg.SOLVER.AMP.DTYPE!r}: "
+                                  "use 'bfloat16' or 'float16'")
+            dtype = _AMP_DTYPES[cfg.SOLVER.AMP.DTYPE]
+            self._trainer = AMPTrainer(model, None, optimizer, grad_clip, dtype)
+        else:
+            self._trainer = SimpleTrainer(model, None, optimizer, grad_clip)
+        self.optimizer = optimizer
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        checkpointables = {"optimizer": optimizer, "scheduler": self.scheduler,
+                           "trainer": weakref.proxy(self)}
+        if getattr(self._trainer, "grad_scaler", None) is not None:
+            checkpointables["grad_scaler"] = self._trainer.grad_scaler
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """`resume` and a checkpoint in OUTPUT_DIR: restore everything and continue after its
+        iteration; otherwise load `MODEL.WEIGHTS` (model only) and start at iteration 0."""
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1
+            if extra.get("config", self.cfg.dump()) != self.cfg.dump():
+                logger.warning("Resuming with a config that differs from the checkpoint's")
+
+    def build_hooks(self) -> list:
+        """Timer, lr schedule, checkpoints, evaluation, then writers (see hooks.py for why)."""
+        cfg = self.cfg
+        evaluate = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model))
+        return [
+            # first, so "time" covers the step and every hook after it
+            hooks.IterationTimer(),
+            # before the checkpointer: a checkpoint holds the schedule of the next iteration
+            hooks.LRScheduler(self.optimizer, self.scheduler),
+            # before evaluation: a crash while evaluating keeps this iteration's weights
+            hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                       config=cfg.dump()),
+            evaluate if cfg.DATASETS.TEST else None,
+            # last, so the console, metrics.json and TensorBoard see the evaluation results
+            hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD)
+            if comm.is_main_process() else None,
+        ]
+
+    def build_writers(self) -> list:
+        """Console line, OUTPUT_DIR/metrics.json and TensorBoard events in OUTPUT_DIR."""
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
+
+    def train(self) -> dict:
+        """Train from `start_iter` to `SOLVER.MAX_ITER`; returns the last evaluation results."""
+        self._trainer.data_loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
+        super().train(self.start_iter, self.max_iter)
+        eval_hooks = [h for h in self._hooks if isinstance(h, hooks.EvalHook)]
+        return eval_hooks[0].last_results if eval_hooks else None
+
+    def run_step(self):
+        self._trainer.iter = self.iter
+        self._trainer.run_step()
+
+    @classmethod
+    def build_model(cls, cfg) -> torch.nn.Module:
+        """`psdiff.modeling.build_model(cfg)`, moved to `MODEL.DEVICE`."""
+        from psdiff.modeling import build_model
+
+        model = build_model(cfg)
+        logger.info(f"Model:\n{model}")
+        return model.to(torch.device(cfg.MODEL.DEVICE))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg, start_iter: int = 0):
+        """An endless iterable of batches whose first batch is the one of iteration
+        `start_iter`. For a bit-identical resume, batches (order and augmentation) must be a
+        pure function of (SEED, rank, iteration), as in `psdiff.data.build_train_loader`; the
+        engine starts the iterator under a forked RNG, so creating it draws nothing.
+        PSDiff's targets e0 (Eq. 11) come from the teacher cache `TEACHER.CACHE`."""
+        from psdiff.data import build_train_loader
+        from psdiff.data.build import load_train_dicts
+        from psdiff.teacher import attach_targets_from_config
+
+        dataset_dicts = attach_targets_from_config(cfg, load_train_dicts(cfg))
+        return build_train_loader(cfg, dataset_dicts, start_iter=start_iter)
+
+    @classmethod
+    def test(cls, cfg, model) -> dict:
+        """Evaluate on every `DATASETS.TEST` name; one flat dict of metrics (prefixed by the
+        dataset name when there are several), with the model in eval mode meanwhile."""
+        from psdiff.evaluation import evaluate
+
+        model = _unwrap(model)
+        was_training = model.training
+        model.eval()
+        results = {}
+        try:
+            with torch.no_grad():
+                for name in cfg.DATASETS.TEST:
+                    metrics = evaluate(cfg, model, name)
+                    prefix = f"{name}/" if len(cfg.DATASETS.TEST) > 1 else ""
+                    results.update({prefix + k: float(v) for k, v in metrics.items()})
+        finally:
+            model.train(was_training)
+        if comm.is_main_process():
+            logger.info("Evaluation results: " + json.dumps(results, sort_keys=True))
+        return results

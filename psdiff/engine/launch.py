@@ -1,0 +1,149 @@
+"""Start one process per GPU (or CPU worker) and join them into a `torch.distributed` group.
+
+Detectron2's `launch`: `--num-gpus N` spawns N workers on this machine, several machines meet
+at `--dist-url`, and a process started by `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK in the
+environment) joins its group directly. NCCL on GPU, gloo on CPU.
+"""
+
+import logging
+import os
+import socket
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from psdiff.utils import comm
+from psdiff.utils.errors import PsdiffError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def _find_free_port() -> int:
+    """A TCP port free on this machine right now (for single-machine runs)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _default_backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _started_by_torchrun() -> bool:
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def _set_local_group(num_machines: int, machine_rank: int, num_per_machine: int) -> None:
+    """Create one process group per machine (every rank must create all of them)."""
+    for machine in range(num_machines):
+        ranks = list(range(machine * num_per_machine, (machine + 1) * num_per_machine))
+        group = dist.new_group(ranks)
+        if machine == machine_rank:
+            comm.set_local_process_group(group)
+
+
+_INTERRUPTED = 130  # exit status of a worker stopped by Ctrl-C (after saving its state)
+
+
+def _run_reporting_errors(main_func, args) -> None:
+    """Run a worker's main; a PsdiffError is printed as one line and the worker exits with 2,
+    an interrupt (state saved) exits with 130, both without a traceback."""
+    try:
+        main_func(*args)
+    except PsdiffError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(_INTERRUPTED)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _distributed_worker(local_rank, main_func, world_size, num_per_machine, machine_rank,
+                        dist_url, backend, args, timeout):
+    """Entry point of a spawned worker: join the group, then run `main_func(*args)`."""
+    global_rank = machine_rank * num_per_machine + local_rank
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(
+        backend=backend, init_method=dist_url, world_size=world_size, rank=global_rank,
+        timeout=timeout,
+    )
+    _set_local_group(world_size // num_per_machine, machine_rank, num_per_machine)
+    comm.synchronize()
+    _run_reporting_errors(main_func, args)
+
+
+def _launch_torchrun(main_func, backend: str, args, timeout) -> None:
+    """Join the group torchrun set up through the environment."""
+    local_rank = int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    num_per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+    _set_local_group(world_size // num_per_machine, int(os.environ["RANK"]) // num_per_machine,
+                     num_per_machine)
+    comm.synchronize()
+    _run_reporting_errors(main_func, args)
+
+
+def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
+           dist_url: str = None, args=(), backend: str = None, timeout=DEFAULT_TIMEOUT) -> None:
+    """Run `main_func(*args)` on `num_machines * num_gpus_per_machine` ranks.
+
+    `backend` defaults to NCCL when CUDA is available, else gloo (N CPU worker processes);
+    `dist_url` "auto" (or None on one machine) picks a free local port. Under torchrun the
+    spawning arguments are ignored and the environment decides.
+    """
+    backend = backend or _default_backend()
+    if _started_by_torchrun():
+        _launch_torchrun(main_func, backend, args, timeout)
+        return
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1:
+        main_func(*args)
+        return
+    if dist_url in (None, "auto"):
+        if num_machines > 1:
+            raise PsdiffError("--dist-url auto works on one machine only; give tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
+        raise PsdiffError(f"--num-gpus {num_gpus_per_machine} but this machine has "
+                          f"{torch.cuda.device_count()} GPUs")
+    context = mp.start_processes(
+        _distributed_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, backend,
+              args, timeout),
+        join=False,
+        start_method="spawn",
+    )
+    _join(context)
+
+
+def _join(context) -> None:
+    """Wait for the workers. A first Ctrl-C lets them finish their iteration and checkpoint
+    (they receive it too); a second one stops them at once."""
+    interrupts = 0
+    while True:
+        try:
+            if context.join():
+                return
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts > 1:
+                for process in context.processes:
+                    process.terminate()
+                raise
+            logger.warning("Interrupt received: waiting for the workers to save and exit")
+        except mp.ProcessExitedException as e:
+            if e.exit_code == _INTERRUPTED:
+                raise KeyboardInterrupt(f"worker {e.error_index} stopped") from None
+            raise PsdiffError(f"worker {e.error_index} exited with status {e.exit_code}") from None

@@ -1,0 +1,31 @@
+"""The meta-architecture registry and `build_model(cfg)` (as Detectron2's meta_arch/build.py)."""
+
+import logging
+
+import torch
+from fvcore.common.registry import Registry
+
+from psdiff.utils.errors import PsdiffError
+
+logger = logging.getLogger(__name__)
+
+META_ARCH_REGISTRY = Registry("META_ARCH")
+META_ARCH_REGISTRY.__doc__ = "Whole models by MODEL.META_ARCHITECTURE, built by from_config(cfg)."
+
+
+def build_model(cfg):
+    """The model named by MODEL.META_ARCHITECTURE, on MODEL.DEVICE; logs its parameter count."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name not in META_ARCH_REGISTRY:
+        raise PsdiffError(
+            f"MODEL.META_ARCHITECTURE = '{name}' is not registered; choices: "
+            f"{sorted(k for k, _ in META_ARCH_REGISTRY)}"
+        )
+    device = torch.device(cfg.MODEL.DEVICE)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PsdiffError("MODEL.DEVICE = 'cuda' but CUDA is not available; set MODEL.DEVICE cpu")
+    model = META_ARCH_REGISTRY.get(name).from_config(cfg).to(device)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(f"built {name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable)")
+    return model

@@ -1,0 +1,211 @@
+"""The Collaborative Denoising Layer (CDL, Section IV-B3, Eq. 12, Figs. 2-3).
+
+(b_hat0, e_hat0) = f(b_t, e_t, c, t): one layer, reused at every sampling step.
+1. F_d = RoIAlign(c, b_t): [N, S*S, C] detection features.
+   F_r = LayerNorm(Linear(e_t) + time(t)): [N, C] ReID features of the noisy embeddings.
+2. Collaborative interaction (Fig. 3), each part switchable for Table IV(b):
+   - SA: self-attention among the N boxes of an image (Sparse R-CNN's relation among
+     proposals), run at each of the S*S bins, so F_d keeps its spatial tokens;
+   - DC: dynamic convolution of F_d with kernels generated from F_r (dynamic_conv.py);
+   - CA: cross-attention, F_r the query, the box's S*S tokens of F_d the keys and values.
+   F_c = [F_d pooled (+ DC), F_r (+ CA)]: [N, 2C], then an FFN and the time scale-shift.
+3. Prediction (Table IV(c)): cascaded: F_c -> e_hat0, then F_o = e_hat0 -> detection head;
+   parallel: both heads read F_c. The detection head predicts one person logit and box deltas
+   applied to b_t (DiffusionDet's decoding).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from psdiff.utils.errors import PsdiffError
+
+from .attention import MultiHeadAttention
+from .dynamic_conv import DynamicConv
+from .pooler import MultiLevelRoIAlign
+from .time_embedding import TimeEmbedding
+
+# DiffusionDet's box coding: deltas are divided by these weights; dw, dh are clamped so that
+# exp() cannot overflow (log(100000 / 16), Detectron2's value).
+BOX_DELTA_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
+BOX_DELTA_CLAMP = math.log(100000.0 / 16)
+
+
+def apply_deltas(deltas, boxes):
+    """Decodes [K, 4] (dx, dy, dw, dh) relative to [K, 4] xyxy boxes into xyxy boxes."""
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    ctr_x = boxes[:, 0] + 0.5 * widths
+    ctr_y = boxes[:, 1] + 0.5 * heights
+    wx, wy, ww, wh = BOX_DELTA_WEIGHTS
+    dx, dy = deltas[:, 0] / wx, deltas[:, 1] / wy
+    dw = (deltas[:, 2] / ww).clamp(max=BOX_DELTA_CLAMP)
+    dh = (deltas[:, 3] / wh).clamp(max=BOX_DELTA_CLAMP)
+    cx, cy = dx * widths + ctr_x, dy * heights + ctr_y
+    w, h = dw.exp() * widths, dh.exp() * heights
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def tower(in_dim, dim, num_layers):
+    """`num_layers` x [Linear (no bias), LayerNorm, ReLU], DiffusionDet's cls / reg towers."""
+    layers = []
+    for i in range(num_layers):
+        layers += [nn.Linear(in_dim if i == 0 else dim, dim, bias=False), nn.LayerNorm(dim)]
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class CollaborativeDenoisingLayer(nn.Module):
+    """Predicts (box logits, boxes, embeddings) from noisy boxes and embeddings (Eq. 12)."""
+
+    def __init__(
+        self,
+        *,
+        in_channels,
+        strides,
+        hidden_dim=256,
+        emb_dim=256,
+        num_heads=8,
+        dim_feedforward=1024,
+        dim_dynamic=64,
+        num_dynamic=2,
+        kernel_rank=16,
+        pooler_resolution=7,
+        pooler_sampling_ratio=2,
+        dropout=0.0,
+        prior_prob=0.01,
+        num_cls_layers=1,
+        num_reg_layers=3,
+        use_sa=True,
+        use_dc=True,
+        use_ca=True,
+        cascaded=True,
+    ):
+        """`in_channels`: FPN width; `strides`: FPN strides finest first. See `from_config`."""
+        super().__init__()
+        if in_channels != hidden_dim:
+            raise PsdiffError(
+                f"MODEL.PSDIFF.HIDDEN_DIM ({hidden_dim}) must equal the FPN width "
+                f"MODEL.FPN.OUT_CHANNELS ({in_channels}): F_d has the FPN's channels"
+            )
+        if hidden_dim % num_heads:
+            raise PsdiffError(
+                f"MODEL.PSDIFF.HIDDEN_DIM ({hidden_dim}) is not divisible by "
+                f"MODEL.PSDIFF.NHEADS ({num_heads})"
+            )
+        self.use_sa, self.use_dc, self.use_ca, self.cascaded = use_sa, use_dc, use_ca, cascaded
+        self.emb_dim = emb_dim
+        self.pooler = MultiLevelRoIAlign(strides, pooler_resolution, pooler_sampling_ratio)
+        self.time_embedding = TimeEmbedding(hidden_dim)
+        self.reid_proj = nn.Linear(emb_dim, hidden_dim)
+        self.reid_norm = nn.LayerNorm(hidden_dim)
+        if use_sa:
+            self.self_attn = MultiHeadAttention(hidden_dim, num_heads, dropout)
+            self.self_attn_norm = nn.LayerNorm(hidden_dim)
+        if use_dc:
+            self.dynamic_conv = DynamicConv(
+                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution
+            )
+            self.dynamic_conv_norm = nn.LayerNorm(hidden_dim)
+        if use_ca:
+            self.cross_attn = MultiHeadAttention(hidden_dim, num_heads, dropout)
+            self.cross_attn_norm = nn.LayerNorm(hidden_dim)
+        collab_dim = 2 * hidden_dim  # F_c (N, 2C)
+        self.ffn = nn.Sequential(
+            nn.Linear(collab_dim, dim_feedforward),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim_feedforward, collab_dim),
+        )
+        self.ffn_norm = nn.LayerNorm(collab_dim)
+        self.time_scale_shift = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 2 * collab_dim))
+        self.emb_head = nn.Sequential(
+            *tower(collab_dim, hidden_dim, 1), nn.Linear(hidden_dim, emb_dim)
+        )
+        obj_dim = emb_dim if cascaded else collab_dim  # F_o = e_hat0 (cascaded) or F_c
+        self.cls_tower = tower(obj_dim, hidden_dim, num_cls_layers)
+        self.reg_tower = tower(obj_dim, hidden_dim, num_reg_layers)
+        self.class_logits = nn.Linear(hidden_dim if num_cls_layers else obj_dim, 1)
+        self.bbox_deltas = nn.Linear(hidden_dim if num_reg_layers else obj_dim, 4)
+        self._reset_parameters(prior_prob)
+
+    def _reset_parameters(self, prior_prob):
+        """Xavier init of every Linear (paper Sec. V-A3); focal prior on the person logit."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+        nn.init.constant_(self.class_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    @classmethod
+    def from_config(cls, cfg, in_channels, strides):
+        """Builds the CDL from `MODEL.PSDIFF.*` for a feature extractor of the given shape."""
+        p = cfg.MODEL.PSDIFF
+        return cls(
+            in_channels=in_channels,
+            strides=strides,
+            hidden_dim=p.HIDDEN_DIM,
+            emb_dim=p.EMB_DIM,
+            num_heads=p.NHEADS,
+            dim_feedforward=p.DIM_FEEDFORWARD,
+            dim_dynamic=p.DIM_DYNAMIC,
+            num_dynamic=p.NUM_DYNAMIC,
+            kernel_rank=p.KERNEL_RANK,
+            pooler_resolution=p.POOLER_RESOLUTION,
+            pooler_sampling_ratio=p.POOLER_SAMPLING_RATIO,
+            dropout=p.DROPOUT,
+            prior_prob=p.PRIOR_PROB,
+            num_cls_layers=p.NUM_CLS,
+            num_reg_layers=p.NUM_REG,
+            use_sa=p.USE_SA,
+            use_dc=p.USE_DC,
+            use_ca=p.USE_CA,
+            cascaded=p.CASCADED,
+        )
+
+    def interact(self, det, reid):
+        """Collaborative interaction (Fig. 3): F_d [B, N, L, C], F_r [B, N, C] -> F_c [B*N, 2C]."""
+        batch, num_boxes, bins, channels = det.shape
+        if self.use_sa:
+            # attention among the N boxes of each image, at each bin separately
+            tokens = det.transpose(1, 2).reshape(batch * bins, num_boxes, channels)
+            tokens = self.self_attn_norm(tokens + self.self_attn(tokens, tokens))
+            det = tokens.reshape(batch, bins, num_boxes, channels).transpose(1, 2)
+        det = det.reshape(batch * num_boxes, bins, channels)
+        reid = reid.reshape(batch * num_boxes, channels)
+        det_vector = det.mean(dim=1)
+        if self.use_dc:
+            det_vector = self.dynamic_conv_norm(det_vector + self.dynamic_conv(det, reid))
+        if self.use_ca:
+            attended = self.cross_attn(reid[:, None, :], det)[:, 0]
+            reid = self.cross_attn_norm(reid + attended)
+        return torch.cat([det_vector, reid], dim=-1)
+
+    def forward(self, features, boxes, emb_signal, t):
+        """One denoising step.
+
+        features: FPN maps finest first, [B, C, H_l, W_l]; boxes: [B, N, 4] noisy boxes b_t,
+        xyxy input pixels; emb_signal: [B, N, D] noisy embeddings e_t (signal space);
+        t: [B] integer steps. Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy
+        input pixels, "pred_embeddings": [B, N, D] e_hat0 in Norm space (signal / s2)}.
+        """
+        batch, num_boxes = boxes.shape[:2]
+        boxes = boxes.detach()
+        roi = self.pooler(features, boxes)  # [B*N, C, S, S]
+        bins = roi.shape[2] * roi.shape[3]
+        det = roi.flatten(2).transpose(1, 2).reshape(batch, num_boxes, bins, roi.shape[1])
+        time = self.time_embedding(t)  # [B, C]
+        reid = self.reid_norm(self.reid_proj(emb_signal) + time[:, None, :])
+        collab = self.interact(det, reid)
+        collab = self.ffn_norm(collab + self.ffn(collab))
+        scale, shift = self.time_scale_shift(time).repeat_interleave(num_boxes, 0).chunk(2, -1)
+        collab = collab * (scale + 1) + shift
+        embeddings = self.emb_head(collab)
+        obj = embeddings if self.cascaded else collab
+        logits = self.class_logits(self.cls_tower(obj))
+        pred_boxes = apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
+        return {
+            "pred_logits": logits.reshape(batch, num_boxes, 1),
+            "pred_boxes": pred_boxes.reshape(batch, num_boxes, 4),
+            "pred_embeddings": embeddings.reshape(batch, num_boxes, embeddings.shape[-1]),
+        }

@@ -1,0 +1,90 @@
+"""Optimal bipartite matching of predictions to ground truths (Sec. IV-C1, Eq. 13).
+
+The cost of pairing prediction q with person g is the set-prediction cost of DETR / Sparse
+R-CNN: λ_cls·focal + λ_L1·L1(normalized boxes) − λ_giou·GIoU (+ λ_reid·‖e0 − ê0‖ when
+`cost_reid` > 0); scipy's Hungarian algorithm solves each image on CPU.
+"""
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchvision.ops import generalized_box_iou
+
+
+def focal_cost(logits: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Focal classification cost of calling each prediction a person (Deformable DETR form).
+
+    cost = α(1−p)^γ·(−log p) − (1−α)p^γ·(−log(1−p)): the focal loss of the positive label
+    minus that of the negative one, with p = sigmoid(logit).
+    """
+    p = logits.sigmoid()
+    pos = alpha * (1 - p) ** gamma * -(p + 1e-8).log()
+    neg = (1 - alpha) * p**gamma * -(1 - p + 1e-8).log()
+    return pos - neg
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one (or one-to-k) assignment of N predictions to the M persons of each image."""
+
+    def __init__(self, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, focal_alpha=0.25,
+                 focal_gamma=2.0, match_k=1, cost_reid=0.0):
+        """Cost weights as the loss weights (λ of Eq. 13); `match_k` > 1 gives every person k
+        predictions (its cost column repeated k times); `cost_reid` > 0 adds the Eq. 14 distance."""
+        super().__init__()
+        if match_k < 1:
+            raise ValueError(f"match_k must be >= 1, got {match_k}")
+        self.cost_class = cost_class
+        self.cost_bbox = cost_bbox
+        self.cost_giou = cost_giou
+        self.cost_reid = cost_reid
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.match_k = match_k
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Arguments from MODEL.PSDIFF (costs share the loss weights, as in DiffusionDet)."""
+        p = cfg.MODEL.PSDIFF
+        return cls(cost_class=p.CLASS_WEIGHT, cost_bbox=p.L1_WEIGHT, cost_giou=p.GIOU_WEIGHT,
+                   focal_alpha=p.FOCAL_ALPHA, focal_gamma=p.FOCAL_GAMMA, match_k=p.MATCH_K,
+                   cost_reid=p.MATCH_REID_COST)
+
+    def cost_matrix(self, logits, boxes, embeddings, target) -> torch.Tensor:
+        """Cost [N, M] of one image; boxes are absolute xyxy, normalized by target["image_size"]."""
+        size, gt_boxes = target["image_size"].to(boxes), target["boxes"].to(boxes)
+        cls = focal_cost(logits[:, 0], self.focal_alpha, self.focal_gamma)
+        cost = self.cost_class * cls[:, None]
+        cost = cost + self.cost_bbox * torch.cdist(boxes / size, gt_boxes / size, p=1)
+        cost = cost - self.cost_giou * generalized_box_iou(boxes, gt_boxes)
+        if self.cost_reid > 0:
+            gt_embeddings = target["embeddings"].to(embeddings)
+            cost = cost + self.cost_reid * torch.cdist(embeddings, gt_embeddings)
+        return cost
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, targets: list) -> list:
+        """Per image (pred_idx, gt_idx) LongTensors on CPU, of equal length min(N, k·M).
+
+        outputs: "pred_logits" [B, N, 1], "pred_boxes" [B, N, 4] absolute xyxy input pixels,
+        "pred_embeddings" [B, N, D] (read only when cost_reid > 0); targets: per image
+        "boxes" [M, 4] (same frame), "image_size" (w, h, w, h) and "embeddings" [M, D].
+        M = 0 gives empty indices.
+        """
+        indices = []
+        for b, target in enumerate(targets):
+            num_gt = len(target["boxes"])
+            if num_gt == 0:
+                empty = torch.zeros(0, dtype=torch.long)
+                indices.append((empty, empty.clone()))
+                continue
+            embeddings = outputs.get("pred_embeddings")
+            cost = self.cost_matrix(
+                outputs["pred_logits"][b].float(), outputs["pred_boxes"][b].float(),
+                None if embeddings is None else embeddings[b].float(), target)
+            if not torch.isfinite(cost).all():
+                raise FloatingPointError("matching cost is not finite: predictions hold NaN or inf")
+            cost = cost.repeat(1, self.match_k).cpu().numpy()
+            rows, cols = linear_sum_assignment(cost)
+            indices.append((torch.as_tensor(rows, dtype=torch.long),
+                            torch.as_tensor(cols % num_gt, dtype=torch.long)))
+        return indices

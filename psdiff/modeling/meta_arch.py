@@ -1,0 +1,355 @@
+"""PSDiff (Fig. 2): feature extractor, dual noise generator, one reused CDL.
+
+Training (Algorithm 1): GT boxes and teacher embeddings e0 are duplicated to N_train rows,
+noised at one t per image (Eq. 10), denoised by the CDL (Eq. 12) and scored by the set loss
+(Eq. 13-14). Inference (Algorithm 2): N_test Gaussian boxes and embeddings are denoised in
+`SAMPLE_STEPS` sampler steps, renewing low-score rows between steps; the noise of each image
+comes from a generator seeded by (TEST.SAMPLER_SEED, image_id), so evaluation is repeatable.
+"""
+
+import torch
+from torch import nn
+from torchvision.ops import box_convert
+
+from psdiff.utils.errors import PsdiffError
+
+from . import diffusion
+from .backbone import build_backbone
+from .build import META_ARCH_REGISTRY
+from .cdl import CollaborativeDenoisingLayer
+from .losses import SetCriterion
+from .postprocess import detections_to_output, image_generator, rescale_boxes
+
+QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see embed_queries)
+
+
+def _randn(generators, shape):
+    """One standard-normal draw of `shape` per image generator, stacked: [B, *shape] on CPU."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+@META_ARCH_REGISTRY.register()
+class PSDiff(nn.Module):
+    """Person search as dual denoising of boxes and ReID embeddings (Section IV)."""
+
+    def __init__(
+        self,
+        *,
+        backbone,
+        cdl,
+        criterion,
+        in_features=("p2", "p3", "p4", "p5"),
+        pixel_mean,
+        pixel_std,
+        size_divisibility=32,
+        num_proposals_train=300,
+        num_proposals_test=300,
+        num_timesteps=1000,
+        snr_box=2.0,
+        snr_emb=3.0,
+        emb_norm="l2_sqrt_dim",
+        gt_padding="repeat",
+        emb_diffusion=True,
+        sampler="DDIM",
+        sample_steps=8,
+        ddim_eta=1.0,
+        box_renewal=True,
+        renewal_thresh=0.5,
+        ensemble_steps=False,
+        use_nms=True,
+        nms_thresh=0.5,
+        score_thresh=0.5,
+        detections_per_image=300,
+        sampler_seed=0,
+        query_mode="denoise",
+    ):
+        """Plain arguments, one per config key (see `from_config` for the key names)."""
+        super().__init__()
+        if query_mode not in QUERY_MODES:
+            raise PsdiffError(
+                f"MODEL.PSDIFF.QUERY_MODE = '{query_mode}' is not one of {QUERY_MODES}"
+            )
+        self.backbone = backbone
+        self.cdl = cdl
+        self.criterion = criterion
+        self.in_features = list(in_features)  # FPN maps the CDL pools from, finest first
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        alphas_cumprod = diffusion.cosine_alphas_cumprod(num_timesteps)
+        self.register_buffer("alphas_cumprod", alphas_cumprod, False)
+        self.size_divisibility = size_divisibility
+        self.num_proposals_train = num_proposals_train
+        self.num_proposals_test = num_proposals_test
+        self.num_timesteps = num_timesteps
+        self.snr_box, self.snr_emb, self.emb_norm = snr_box, snr_emb, emb_norm
+        self.gt_padding = gt_padding
+        self.emb_diffusion = emb_diffusion
+        self.sampler, self.sample_steps, self.ddim_eta = sampler, sample_steps, ddim_eta
+        diffusion.build_sampler(sampler, alphas_cumprod, sample_steps, num_timesteps)  # check keys
+        self.box_renewal, self.renewal_thresh = box_renewal, renewal_thresh
+        self.ensemble_steps = ensemble_steps
+        self.use_nms, self.nms_thresh = use_nms, nms_thresh
+        self.score_thresh, self.detections_per_image = score_thresh, detections_per_image
+        self.sampler_seed = sampler_seed
+        self.query_mode = query_mode
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Backbone, CDL and criterion from the config; every other argument is a key."""
+        backbone = build_backbone(cfg)
+        names = list(backbone.out_features)  # e.g. p2..p5, finest first
+        strides = [backbone.strides[name] for name in names]
+        cdl = CollaborativeDenoisingLayer.from_config(cfg, backbone.out_channels, strides)
+        p = cfg.MODEL.PSDIFF
+        return cls(
+            backbone=backbone,
+            cdl=cdl,
+            criterion=SetCriterion.from_config(cfg),
+            in_features=names,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            size_divisibility=p.SIZE_DIVISIBILITY,
+            num_proposals_train=p.NUM_PROPOSALS_TRAIN,
+            num_proposals_test=p.NUM_PROPOSALS_TEST,
+            num_timesteps=p.NUM_TIMESTEPS,
+            snr_box=p.SNR_BOX,
+            snr_emb=p.SNR_EMB,
+            emb_norm=p.EMB_NORM,
+            gt_padding=p.GT_PADDING,
+            emb_diffusion=p.EMB_DIFFUSION,
+            sampler=p.SAMPLER,
+            sample_steps=p.SAMPLE_STEPS,
+            ddim_eta=p.DDIM_ETA,
+            box_renewal=p.BOX_RENEWAL,
+            renewal_thresh=p.RENEWAL_THRESH,
+            ensemble_steps=p.ENSEMBLE_STEPS,
+            use_nms=p.USE_NMS,
+            nms_thresh=p.NMS_THRESH,
+            score_thresh=cfg.TEST.SCORE_THRESH,
+            detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            sampler_seed=cfg.TEST.SAMPLER_SEED,
+            query_mode=p.QUERY_MODE,
+        )
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    # --- shared pieces -------------------------------------------------------------------------
+
+    def preprocess_image(self, batched_inputs):
+        """Normalizes BGR uint8 images and pads them to a multiple of SIZE_DIVISIBILITY.
+
+        Returns the batch [B, 3, H, W] and the unpadded (h, w) of each image.
+        """
+        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        div = self.size_divisibility
+        height = -(-max(h for h, _ in sizes) // div) * div
+        width = -(-max(w for _, w in sizes) // div) * div
+        batch = images[0].new_zeros(len(images), 3, height, width)
+        for i, image in enumerate(images):
+            batch[i, :, : image.shape[1], : image.shape[2]] = image
+        return batch, sizes
+
+    def extract_features(self, batched_inputs):
+        """Condition c of Eq. 9: FPN maps finest first, the unpadded sizes and their (w,h,w,h)."""
+        images, sizes = self.preprocess_image(batched_inputs)
+        features = self.backbone(images)
+        features = [features[name] for name in self.in_features]
+        whwh = torch.tensor([[w, h, w, h] for h, w in sizes], device=self.device).float()
+        return features, sizes, whwh
+
+    def signal_to_abs_boxes(self, x, whwh):
+        """Box signal [B, N, 4] -> xyxy input pixels (clamped to the image as DiffusionDet)."""
+        cxcywh = diffusion.signal_to_boxes(x, self.snr_box)
+        return box_convert(cxcywh, "cxcywh", "xyxy") * whwh[:, None, :]
+
+    def abs_boxes_to_signal(self, boxes, whwh):
+        """xyxy input pixels [B, N, 4] -> box signal s1 (2b - 1) of Eq. 10."""
+        return diffusion.boxes_to_signal(box_convert(boxes / whwh[:, None, :], "xyxy", "cxcywh"),
+                                         self.snr_box)
+
+    def forward(self, batched_inputs):
+        """Training: dict of losses. Eval: one {"boxes", "scores", "embeddings"} per image."""
+        if self.training:
+            return self.forward_train(batched_inputs)
+        return self.inference(batched_inputs)
+
+    # --- training (Algorithm 1) ---------------------------------------------------------------
+
+    def prepare_targets(self, batched_inputs, whwh):
+        """Loss targets and the dual noisy inputs (b_t, e_t, t) of Eq. 10 for each image."""
+        targets, noisy_boxes, noisy_embs, steps = [], [], [], []
+        for x, size in zip(batched_inputs, whwh):
+            instances = x.get("instances")
+            if instances is None:
+                raise PsdiffError(f"training input {x.get('image_id', '?')} has no 'instances'")
+            gt_boxes = instances["boxes"].to(self.device).float()
+            gt_embs = self.teacher_embeddings(x, len(gt_boxes))
+            gt_cxcywh = box_convert(gt_boxes / size, "xyxy", "cxcywh")
+            boxes0, index = diffusion.pad_ground_truth(
+                gt_cxcywh, self.num_proposals_train, self.gt_padding
+            )
+            embs0 = diffusion.gather_padded(gt_embs, index, diffusion.random_embeddings)
+            t = torch.randint(0, self.num_timesteps, (1,), device=self.device)
+            box_signal = diffusion.boxes_to_signal(boxes0, self.snr_box)
+            noisy_boxes.append(diffusion.q_sample(
+                box_signal, t, self.alphas_cumprod, torch.randn_like(box_signal)))
+            if self.emb_diffusion:
+                emb_signal = diffusion.embeddings_to_signal(embs0, self.snr_emb, self.emb_norm)
+                noisy_embs.append(diffusion.q_sample(
+                    emb_signal, t, self.alphas_cumprod, torch.randn_like(emb_signal)))
+            else:  # Table VI: regress e0 without an embedding input
+                noisy_embs.append(embs0.new_zeros(embs0.shape))
+            steps.append(t)
+            targets.append({
+                "boxes": gt_boxes,
+                "image_size": size,
+                "embeddings": diffusion.embeddings_to_signal(gt_embs, 1.0, self.emb_norm),
+            })
+        return targets, torch.stack(noisy_boxes), torch.stack(noisy_embs), torch.cat(steps)
+
+    def teacher_embeddings(self, x, num_gt):
+        """The teacher targets e0 (Eq. 11) of one training input, [M, D], checked."""
+        dim = self.cdl.emb_dim
+        embs = x["instances"].get("embeddings")
+        if embs is None:
+            if num_gt == 0:
+                return torch.zeros(0, dim, device=self.device)
+            raise PsdiffError(
+                f"training input {x.get('image_id', '?')} has no teacher embeddings e0 "
+                "(instances['embeddings']): set TEACHER.CACHE to the targets built by "
+                "tools/build_targets.py from a trained ReID teacher (TEACHER.WEIGHTS)"
+            )
+        embs = torch.as_tensor(embs, device=self.device).float()
+        if embs.shape != (num_gt, dim):
+            raise PsdiffError(
+                f"training input {x.get('image_id', '?')}: teacher embeddings have shape "
+                f"{tuple(embs.shape)}, expected ({num_gt}, {dim}) (MODEL.PSDIFF.EMB_DIM)"
+            )
+        return embs
+
+    def forward_train(self, batched_inputs):
+        features, _, whwh = self.extract_features(batched_inputs)
+        targets, box_signal, emb_signal, t = self.prepare_targets(batched_inputs, whwh)
+        outputs = self.cdl(features, self.signal_to_abs_boxes(box_signal, whwh), emb_signal, t)
+        return self.criterion(outputs, targets)
+
+    # --- inference (Algorithm 2) --------------------------------------------------------------
+
+    def gaussian(self, generators, num_proposals):
+        """Box and embedding noise, [B, N, 4] and [B, N, D], each image from its own generator."""
+        boxes = _randn(generators, (num_proposals, 4)).to(self.device)
+        embs = _randn(generators, (num_proposals, self.cdl.emb_dim)).to(self.device)
+        return boxes, embs
+
+    def renew(self, logits, box_x, emb_x, samplers, generators, protected):
+        """DiffusionDet's box renewal: rows scoring <= RENEWAL_THRESH restart from fresh noise.
+
+        Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
+        """
+        renew = (logits[..., 0].sigmoid() <= self.renewal_thresh) & ~protected
+        fresh_boxes, fresh_embs = self.gaussian(generators, box_x.shape[1])
+        box_x = torch.where(renew[..., None], fresh_boxes, box_x)
+        if self.emb_diffusion:
+            emb_x = torch.where(renew[..., None], fresh_embs, emb_x)
+        for sampler in samplers:
+            sampler.reset_rows(renew)
+        return box_x, emb_x
+
+    def sample(self, features, whwh, generators, num_proposals, fixed_boxes=None):
+        """Denoises `num_proposals` Gaussian boxes and embeddings per image (Algorithm 2).
+
+        `fixed_boxes` [B, k, 4] (input pixels), if given, replace the first k boxes at every
+        step (embed_queries). Returns a list with one CDL output dict per step kept: the last
+        step, or every step with ENSEMBLE_STEPS.
+        """
+        batch = len(generators)
+        box_x, emb_x = self.gaussian(generators, num_proposals)
+        if not self.emb_diffusion:
+            emb_x = torch.zeros_like(emb_x)
+        samplers = [
+            diffusion.build_sampler(self.sampler, self.alphas_cumprod, self.sample_steps,
+                                    self.num_timesteps, self.ddim_eta)
+            for _ in range(2)  # one for boxes, one for embeddings
+        ]
+        num_fixed = 0 if fixed_boxes is None else fixed_boxes.shape[1]
+        protected = torch.zeros(batch, num_proposals, dtype=torch.bool, device=self.device)
+        protected[:, :num_fixed] = True
+        kept = []
+        timesteps = samplers[0].timesteps
+        for i, t in enumerate(timesteps):
+            boxes = self.signal_to_abs_boxes(box_x, whwh)
+            if num_fixed:
+                boxes = torch.cat([fixed_boxes, boxes[:, num_fixed:]], dim=1)
+            out = self.cdl(features, boxes, emb_x, torch.full((batch,), t, device=self.device))
+            if self.ensemble_steps or i == len(timesteps) - 1:
+                kept.append(out)
+            if i == len(timesteps) - 1:
+                return kept  # Algorithm 2: the last step returns b_hat0, e_hat0
+            box_noise, emb_noise = self.gaussian(generators, num_proposals)
+            box_x0 = self.abs_boxes_to_signal(out["pred_boxes"], whwh)
+            box_x = samplers[0].step(i, box_x, box_x0, box_noise)
+            if self.emb_diffusion:
+                emb_x0 = (out["pred_embeddings"] * self.snr_emb).clamp(-self.snr_emb, self.snr_emb)
+                emb_x = samplers[1].step(i, emb_x, emb_x0, emb_noise)
+            if self.box_renewal:
+                box_x, emb_x = self.renew(out["pred_logits"], box_x, emb_x, samplers, generators,
+                                          protected)
+
+    def embeddings_from_prediction(self, pred_embeddings):
+        """e_hat0 (Norm space) -> unit-L2 embeddings, through the signal space of Eq. 10."""
+        signal = pred_embeddings.float() * self.snr_emb
+        return diffusion.signal_to_embeddings(signal, self.snr_emb, self.emb_norm)
+
+    @torch.no_grad()
+    def inference(self, batched_inputs):
+        """Algorithm 2 on a batch; outputs in original image pixels (see postprocess.py)."""
+        features, sizes, whwh = self.extract_features(batched_inputs)
+        generators = [image_generator(self.sampler_seed, x["image_id"]) for x in batched_inputs]
+        kept = self.sample(features, whwh, generators, self.num_proposals_test)
+        results = []
+        for b, x in enumerate(batched_inputs):
+            boxes = torch.cat([out["pred_boxes"][b] for out in kept])
+            scores = torch.cat([out["pred_logits"][b, :, 0].sigmoid() for out in kept])
+            embs = torch.cat([self.embeddings_from_prediction(out["pred_embeddings"][b])
+                              for out in kept])
+            results.append(detections_to_output(
+                boxes, scores, embs, sizes[b], (x["height"], x["width"]), self.score_thresh,
+                self.nms_thresh, self.use_nms, self.detections_per_image))
+        return results
+
+    @torch.no_grad()
+    def embed_queries(self, images, boxes):
+        """The L2-normalized embedding of each given box (query persons), [k, D] per image.
+
+        The query box is a known box b: with QUERY_MODE "denoise" (default) it takes the place
+        of the first proposal(s) of an ordinary Algorithm-2 run (N_test random companions, the
+        same sampler, steps and seed rule as the gallery), held fixed at every step and never
+        renewed, while its embedding is denoised from Gaussian noise; e_hat0 of the last step
+        is the query embedding. So queries and gallery detections are embedded by the same
+        process, and the CDL's self-attention sees a full set of proposals as in training.
+        "alone" runs the same loop with the query boxes as the only proposals (cheaper).
+        `boxes` are xyxy in ORIGINAL image pixels.
+        """
+        features, sizes, whwh = self.extract_features(images)
+        results = []
+        for b, (x, query_boxes) in enumerate(zip(images, boxes)):
+            query_boxes = torch.as_tensor(query_boxes, dtype=torch.float32, device=self.device)
+            query_boxes = rescale_boxes(query_boxes.reshape(-1, 4), (x["height"], x["width"]),
+                                        sizes[b])
+            image_features = [f[b: b + 1] for f in features]
+            chunk = max(self.num_proposals_test, 1)
+            embs = []
+            for start in range(0, len(query_boxes), chunk):
+                fixed = query_boxes[start: start + chunk]
+                num = self.num_proposals_test if self.query_mode == "denoise" else len(fixed)
+                generator = image_generator(self.sampler_seed, f"query:{x['image_id']}:{start}")
+                out = self.sample(image_features, whwh[b: b + 1], [generator], num, fixed[None])
+                e_hat = out[-1]["pred_embeddings"][0, : len(fixed)]
+                embs.append(self.embeddings_from_prediction(e_hat))
+            empty = torch.zeros(0, self.cdl.emb_dim, device=self.device)
+            results.append(torch.cat(embs) if embs else empty)
+        return results

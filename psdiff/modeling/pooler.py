@@ -1,0 +1,55 @@
+"""RoIAlign over FPN levels: the first step of the CDL (Fig. 2), F_d = RoIAlign(c, b_t).
+
+Detectron2's `ROIPooler` with ROIAlignV2 (half-pixel aligned sampling) in a few lines: each box
+reads the FPN level that matches its size, level = floor(4 + log2(sqrt(area) / 224)), clamped to
+the levels present. torchvision's `MultiScaleRoIAlign` infers scales from shapes and samples
+unaligned, so it is not used.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+
+def assign_levels(boxes, min_level, max_level, canonical_size=224, canonical_level=4):
+    """FPN level index (0 = min_level) of each xyxy box, by the FPN paper's Eq. 1."""
+    widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    sizes = (widths * heights).sqrt()
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_size + 1e-8))
+    return levels.clamp(min=min_level, max=max_level).long() - min_level
+
+
+class MultiLevelRoIAlign(nn.Module):
+    """Pools an S x S feature per box from the FPN level its size selects."""
+
+    def __init__(self, strides, output_size=7, sampling_ratio=2):
+        """`strides`: the stride of each feature map, finest first (e.g. 4, 8, 16, 32)."""
+        super().__init__()
+        self.strides = list(strides)
+        self.output_size = output_size
+        self.sampling_ratio = sampling_ratio
+        self.min_level = int(math.log2(self.strides[0]))
+        self.max_level = int(math.log2(self.strides[-1]))
+
+    def forward(self, features, boxes):
+        """features: list of [B, C, H_l, W_l]; boxes: [B, N, 4] xyxy input pixels.
+
+        Returns [B * N, C, S, S], rows in (image, box) order.
+        """
+        num_images, num_boxes = boxes.shape[:2]
+        flat = boxes.reshape(-1, 4)
+        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(num_boxes)
+        rois = torch.cat([image_index[:, None].to(flat.dtype), flat], dim=1)
+        levels = assign_levels(flat, self.min_level, self.max_level)
+        size = self.output_size
+        out = flat.new_zeros(flat.shape[0], features[0].shape[1], size, size)
+        for level, (feature, stride) in enumerate(zip(features, self.strides)):
+            index = torch.nonzero(levels == level).squeeze(1)
+            pooled = roi_align(
+                feature, rois[index], size, 1.0 / stride, self.sampling_ratio, aligned=True
+            )
+            out[index] = pooled.to(out.dtype)
+        return out

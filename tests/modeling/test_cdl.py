@@ -1,0 +1,179 @@
+"""The Collaborative Denoising Layer and its parts, on random FPN maps (no backbone needed).
+
+Each part is checked against an independent naive computation; the Table IV switches are
+checked by what the module contains and by how boxes influence each other.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+from psdiff.modeling.attention import MultiHeadAttention
+from psdiff.modeling.cdl import CollaborativeDenoisingLayer, apply_deltas
+from psdiff.modeling.dynamic_conv import DynamicConv
+from psdiff.modeling.pooler import MultiLevelRoIAlign, assign_levels
+from psdiff.modeling.time_embedding import sinusoidal_embedding
+from psdiff.utils.errors import PsdiffError
+
+STRIDES = (4, 8, 16, 32)
+TINY = dict(hidden_dim=32, emb_dim=16, num_heads=4, dim_feedforward=64, dim_dynamic=8,
+            kernel_rank=4, pooler_resolution=7)
+
+
+def tiny_cdl(**overrides):
+    torch.manual_seed(0)
+    return CollaborativeDenoisingLayer(in_channels=32, strides=STRIDES, **{**TINY, **overrides})
+
+
+def random_inputs(batch=2, num_boxes=5, size=64, emb_dim=16):
+    generator = torch.Generator().manual_seed(1)
+    features = [torch.randn(batch, 32, size // s, size // s, generator=generator) for s in STRIDES]
+    xy = torch.rand(batch, num_boxes, 2, generator=generator) * size * 0.6
+    wh = torch.rand(batch, num_boxes, 2, generator=generator) * size * 0.4 + 4
+    boxes = torch.cat([xy, xy + wh], dim=-1)
+    embs = torch.randn(batch, num_boxes, emb_dim, generator=generator)
+    return features, boxes, embs, torch.tensor([5, 900])[:batch]
+
+
+def test_levels_follow_fpn_equation():
+    boxes = torch.tensor([[0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 448, 448],
+                          [0, 0, 10, 10], [0, 0, 2000, 2000], [5, 5, 5, 30.0]])
+    # floor(4 + log2(sqrt(area)/224)) clamped to [2, 5], minus the lowest level 2
+    assert assign_levels(boxes, 2, 5).tolist() == [2, 1, 3, 0, 3, 0]
+
+
+def test_pooler_reads_each_box_from_its_level():
+    features, boxes, _, _ = random_inputs()
+    pooled = MultiLevelRoIAlign(STRIDES, 7, 2)(features, boxes)
+    assert pooled.shape == (10, 32, 7, 7)
+    flat = boxes.reshape(-1, 4)
+    for row, box in enumerate(flat):
+        level = int(assign_levels(box[None], 2, 5))
+        image = row // 5
+        expected = roi_align(features[level][image: image + 1], [box[None]], 7,
+                             1.0 / STRIDES[level], 2, aligned=True)
+        torch.testing.assert_close(pooled[row], expected[0])
+
+
+def test_apply_deltas_by_hand():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])  # w 20, h 40, centre (20, 40)
+    torch.testing.assert_close(apply_deltas(torch.zeros(1, 4), boxes), boxes)
+    # dx = 2 -> 2/2 * w = +20 in x; dh = ln 2 -> height doubles around the centre
+    moved = apply_deltas(torch.tensor([[2.0, 0.0, 0.0, math.log(2.0)]]), boxes)
+    torch.testing.assert_close(moved, torch.tensor([[30.0, 0.0, 50.0, 80.0]]))
+
+
+def test_sinusoidal_embedding_matches_formula():
+    t = torch.tensor([0, 7, 999])
+    emb = sinusoidal_embedding(t, 8)
+    freqs = [10000 ** (-i / 3) for i in range(4)]
+    for row, step in enumerate(t.tolist()):
+        expected = [math.sin(step * f) for f in freqs] + [math.cos(step * f) for f in freqs]
+        torch.testing.assert_close(emb[row], torch.tensor(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_attention_matches_torch_multihead_attention():
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(16, 4)
+    reference = nn.MultiheadAttention(16, 4, batch_first=True)
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight,
+                                                  ours.v_proj.weight]))
+        reference.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias,
+                                                ours.v_proj.bias]))
+        reference.out_proj.load_state_dict(ours.out_proj.state_dict())
+    query, context = torch.randn(3, 2, 16), torch.randn(3, 9, 16)
+    torch.testing.assert_close(ours(query, context), reference(query, context, context)[0])
+
+
+def test_dynamic_conv_matches_per_box_loop():
+    torch.manual_seed(0)
+    conv = DynamicConv(dim=12, dim_dynamic=5, num_dynamic=2, kernel_rank=3, pooler_resolution=2)
+    nn.init.normal_(conv.spatial_weights)
+    det, reid = torch.randn(4, 4, 12), torch.randn(4, 12)
+    out = conv(det, reid)
+    for k in range(4):
+        params = conv.kernel_generator(conv.kernel_basis(reid[k]))
+        w1, w2 = params[: 60].reshape(12, 5), params[60:].reshape(5, 12)
+        x = torch.relu(conv.norms[0](det[k] @ w1))
+        x = torch.relu(conv.norms[1](x @ w2))
+        pooled = sum(conv.spatial_weights[s] * x[s] for s in range(4))
+        expected = torch.relu(conv.out_norm(conv.out_layer(pooled)))
+        torch.testing.assert_close(out[k], expected)
+
+
+def test_forward_backward_shapes_and_gradients():
+    cdl = tiny_cdl()
+    features, boxes, embs, t = random_inputs()
+    out = cdl(features, boxes, embs, t)
+    assert out["pred_logits"].shape == (2, 5, 1)
+    assert out["pred_boxes"].shape == (2, 5, 4)
+    assert out["pred_embeddings"].shape == (2, 5, 16)
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is not None for p in cdl.parameters())
+    # focal prior: the initial person probability is PRIOR_PROB
+    assert cdl.class_logits.bias.sigmoid().item() == pytest.approx(0.01)
+
+
+def test_boxes_interact_only_through_self_attention():
+    features, boxes, embs, t = random_inputs()
+    moved = boxes.clone()
+    moved[:, 4] += 6.0  # move the last box of each image
+    for use_sa in (True, False):
+        cdl = tiny_cdl(use_sa=use_sa).eval()
+        with torch.no_grad():
+            before = cdl(features, boxes, embs, t)["pred_embeddings"][:, :4]
+            after = cdl(features, moved, embs, t)["pred_embeddings"][:, :4]
+        assert torch.allclose(before, after, atol=1e-6) == (not use_sa)
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("switch,part", [("use_sa", "self_attn"), ("use_dc", "dynamic_conv"),
+                                         ("use_ca", "cross_attn")])
+def test_table4b_switches_remove_their_module(switch, part):
+    full, ablated = tiny_cdl(), tiny_cdl(**{switch: False})
+    assert hasattr(full, part) and not hasattr(ablated, part)
+    removed = count(getattr(full, part)) + count(getattr(full, part + "_norm"))
+    assert count(full) - count(ablated) == removed
+    features, boxes, embs, t = random_inputs()
+    assert ablated(features, boxes, embs, t)["pred_boxes"].shape == (2, 5, 4)
+
+
+def test_cascaded_detection_reads_predicted_embeddings():
+    features, boxes, embs, t = random_inputs()
+    cascaded, parallel = tiny_cdl(cascaded=True).eval(), tiny_cdl(cascaded=False).eval()
+    assert cascaded.cls_tower[0].in_features == 16  # F_o = e_hat0 (D)
+    assert parallel.cls_tower[0].in_features == 64  # F_c (2C)
+    with torch.no_grad():
+        out = cascaded(features, boxes, embs, t)
+        # the detection head fed with e_hat0 alone reproduces the logits and boxes
+        e_hat = out["pred_embeddings"].reshape(-1, 16)
+        logits = cascaded.class_logits(cascaded.cls_tower(e_hat))
+        deltas = cascaded.bbox_deltas(cascaded.reg_tower(e_hat))
+    torch.testing.assert_close(out["pred_logits"].reshape(-1, 1), logits)
+    torch.testing.assert_close(out["pred_boxes"].reshape(-1, 4),
+                               apply_deltas(deltas, boxes.reshape(-1, 4)))
+
+
+def test_no_persons_and_bad_widths():
+    cdl = tiny_cdl()
+    features, _, _, t = random_inputs()
+    out = cdl(features, torch.zeros(2, 0, 4), torch.zeros(2, 0, 16), t)
+    assert out["pred_boxes"].shape == (2, 0, 4)
+    with pytest.raises(PsdiffError, match="NHEADS"):
+        tiny_cdl(num_heads=5)
+    with pytest.raises(PsdiffError, match="OUT_CHANNELS"):
+        CollaborativeDenoisingLayer(in_channels=64, strides=STRIDES, **TINY)
+
+
+def test_paper_width_cdl_fits_the_parameter_budget():
+    # Table II: 31M in all; ResNet-50 (23.5M) + FPN (3.3M) leave about 4M for the CDL
+    cdl = CollaborativeDenoisingLayer(in_channels=256, strides=STRIDES)
+    assert 2.5e6 < count(cdl) < 4.0e6
+

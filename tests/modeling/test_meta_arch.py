@@ -1,0 +1,298 @@
+"""PSDiff end to end on a tiny ResNet-18 config: training step, one-batch fit, Algorithm 2,
+query embeddings, the synthetic CUHK-SYSU files through the real loaders, analyze_model.py.
+
+Most tests feed small generated scenes (coloured "persons" on dark noise) as model input dicts
+in the mapper's format; one runs generated dataset files through loader and mapper.
+"""
+
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+from torchvision.ops import box_iou
+
+from psdiff.config import get_cfg
+from psdiff.data import DatasetMapper, build_test_loader, build_train_loader
+from psdiff.data.datasets import load_cuhk_sysu
+from psdiff.data.datasets.synthetic import write_cuhk_sysu
+from psdiff.modeling import build_model
+from psdiff.modeling.attention import MultiHeadAttention
+from psdiff.utils.errors import PsdiffError
+
+EMB_DIM = 16
+
+# ResNet-18 with trainable BN: with random weights and FrozenBN, a few large optimizer steps
+# blow the FPN features up (the paper's runs start from ImageNet weights).
+TINY_OVERRIDES = [
+    "MODEL.RESNETS.DEPTH", "18",
+    "MODEL.RESNETS.NORM", "BN",
+    "MODEL.FPN.OUT_CHANNELS", "32",
+    "MODEL.PSDIFF.HIDDEN_DIM", "32",
+    "MODEL.PSDIFF.EMB_DIM", str(EMB_DIM),
+    "MODEL.PSDIFF.NHEADS", "4",
+    "MODEL.PSDIFF.DIM_FEEDFORWARD", "64",
+    "MODEL.PSDIFF.DIM_DYNAMIC", "8",
+    "MODEL.PSDIFF.KERNEL_RANK", "4",
+    "MODEL.PSDIFF.NUM_PROPOSALS_TRAIN", "16",
+    "MODEL.PSDIFF.NUM_PROPOSALS_TEST", "16",
+    "MODEL.PSDIFF.SAMPLE_STEPS", "2",
+    "TEST.SCORE_THRESH", "0.0",
+]
+
+
+def tiny_cfg(*overrides):
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *TINY_OVERRIDES, *overrides])
+    return cfg
+
+
+def tiny_model(*overrides):
+    torch.manual_seed(0)
+    return build_model(tiny_cfg(*overrides))
+
+
+COLORS = [(230, 60, 60), (60, 230, 60), (60, 60, 230), (230, 230, 60)]  # BGR per identity
+
+
+def scene(image_id, boxes, size=(96, 128), seed=0, original_scale=1.0):
+    """A model input: dark noise with one coloured rectangle per box (identity = its index),
+    and teacher embeddings that depend only on the identity, as a trained teacher's would."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    image = torch.randint(0, 40, (3, height, width), generator=generator, dtype=torch.uint8)
+    for pid, (x1, y1, x2, y2) in enumerate(boxes):
+        image[:, int(y1): int(y2), int(x1): int(x2)] = torch.tensor(COLORS[pid])[:, None, None]
+    identities = torch.randn(len(COLORS), EMB_DIM, generator=torch.Generator().manual_seed(7))
+    return {
+        "image": image,
+        "image_id": image_id,
+        "file_name": f"/nonexistent/{image_id}",
+        "height": int(height * original_scale),
+        "width": int(width * original_scale),
+        "instances": {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "pids": torch.arange(len(boxes)),
+            "embeddings": torch.nn.functional.normalize(identities[: len(boxes)], dim=-1),
+        },
+    }
+
+
+PERSONS = [[10, 20, 40, 80], [50, 10, 80, 90], [90, 30, 120, 85]]
+
+
+def test_forward_backward_with_zero_and_three_persons():
+    model = tiny_model().train()
+    batch = [scene("empty.jpg", [], seed=1), scene("three.jpg", PERSONS, size=(100, 128))]
+    losses = model(batch)
+    weighted = {k: v for k, v in losses.items() if k.startswith("loss_")}
+    assert set(weighted) == {"loss_cls", "loss_l1", "loss_giou", "loss_reid"}
+    assert all(torch.isfinite(v) for v in weighted.values())
+    sum(weighted.values()).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert all(p.grad is not None for n, p in trainable if n.startswith("cdl."))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in trainable if n.startswith("backbone."))
+
+
+def test_training_on_one_batch_drives_the_loss_down():
+    model = tiny_model().train()
+    batch = [scene("a.jpg", PERSONS), scene("b.jpg", PERSONS[:1], seed=2)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(80):
+        losses = model(batch)
+        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        optimizer.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # SOLVER.CLIP_GRADIENTS
+        optimizer.step()
+        history.append(total.item())
+    first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
+    assert last < 0.5 * first, history
+
+
+def test_missing_teacher_embeddings_is_a_clear_error():
+    model = tiny_model().train()
+    batch = [scene("p.jpg", PERSONS)]
+    del batch[0]["instances"]["embeddings"]
+    with pytest.raises(PsdiffError, match="TEACHER.CACHE"):
+        model(batch)
+    wrong = [scene("p.jpg", PERSONS)]
+    wrong[0]["instances"]["embeddings"] = torch.zeros(3, EMB_DIM + 1)
+    with pytest.raises(PsdiffError, match="EMB_DIM"):
+        model(wrong)
+
+
+def eval_inputs(*images):
+    return [{k: v for k, v in x.items() if k != "instances"} for x in images]
+
+
+def test_eval_output_contract_in_original_pixels():
+    model = tiny_model("TEST.DETECTIONS_PER_IMAGE", 10).eval()
+    image = scene("big.jpg", PERSONS, original_scale=2.5)
+    (out,) = model(eval_inputs(image))
+    boxes, scores, embs = out["boxes"], out["scores"], out["embeddings"]
+    assert 0 < len(boxes) <= 10 and embs.shape == (len(boxes), EMB_DIM)
+    assert torch.all(boxes[:, 0::2] >= 0) and torch.all(boxes[:, 0::2] <= image["width"])
+    assert torch.all(boxes[:, 1::2] >= 0) and torch.all(boxes[:, 1::2] <= image["height"])
+    assert torch.all(boxes[:, 2:] > boxes[:, :2])
+    assert torch.all(scores[:-1] >= scores[1:])
+    torch.testing.assert_close(embs.norm(dim=-1), torch.ones(len(embs)))
+    iou = box_iou(boxes, boxes) - torch.eye(len(boxes))
+    assert iou.max() <= 0.5  # NMS at MODEL.PSDIFF.NMS_THRESH
+    # the same pixels with a 2.5x smaller original: the same detections, 2.5x smaller
+    (small,) = model(eval_inputs(scene("big.jpg", PERSONS)))
+    torch.testing.assert_close(small["boxes"] * 2.5, boxes)
+    torch.testing.assert_close(small["embeddings"], embs)
+
+
+def test_score_threshold_keeps_exactly_the_higher_scores():
+    image = eval_inputs(scene("x.jpg", PERSONS))
+    (everything,) = tiny_model("MODEL.PSDIFF.USE_NMS", False).eval()(image)
+    thresh = everything["scores"].median().item()
+    model = tiny_model("MODEL.PSDIFF.USE_NMS", False, "TEST.SCORE_THRESH", thresh).eval()
+    (kept,) = model(image)
+    expected = everything["scores"] >= thresh
+    assert 0 < len(kept["scores"]) == int(expected.sum()) < len(everything["scores"])
+    torch.testing.assert_close(kept["boxes"], everything["boxes"][expected])
+
+
+def test_evaluation_is_repeatable_for_a_seed_and_changes_with_it():
+    model = tiny_model().eval()
+    image, other = scene("a.jpg", PERSONS), scene("b.jpg", PERSONS[:2], seed=3)
+    first = model(eval_inputs(image))[0]
+    again = model(eval_inputs(image))[0]
+    in_batch = model(eval_inputs(other, image))[1]  # same size: batch composition is irrelevant
+    for key in ("boxes", "scores", "embeddings"):
+        assert torch.equal(first[key], again[key])
+        torch.testing.assert_close(first[key], in_batch[key], rtol=1e-4, atol=1e-4)
+    model.sampler_seed = 1
+    reseeded = model(eval_inputs(image))[0]
+    assert reseeded["boxes"].shape != first["boxes"].shape or not torch.allclose(
+        reseeded["boxes"], first["boxes"])
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "DPM_SOLVER", "DPM_SOLVER_PP"])
+def test_box_renewal_acts_only_between_steps(sampler):
+    image = eval_inputs(scene("r.jpg", PERSONS))
+    results = {}
+    for steps in (1, 2):
+        for renewal in (True, False):
+            model = tiny_model("MODEL.PSDIFF.SAMPLER", sampler, "MODEL.PSDIFF.SAMPLE_STEPS", steps,
+                               "MODEL.PSDIFF.BOX_RENEWAL", renewal,
+                               "MODEL.PSDIFF.RENEWAL_THRESH", 1.1).eval()  # renew every row
+            results[steps, renewal] = model(image)[0]["boxes"]
+    assert torch.equal(results[1, True], results[1, False])  # nothing to renew after one step
+    assert not torch.equal(results[2, True], results[2, False])
+
+
+def test_ensemble_pools_every_step():
+    image = eval_inputs(scene("e.jpg", PERSONS))
+    plain = tiny_model("MODEL.PSDIFF.USE_NMS", False, "TEST.DETECTIONS_PER_IMAGE", 1000).eval()
+    pooled = tiny_model("MODEL.PSDIFF.USE_NMS", False, "TEST.DETECTIONS_PER_IMAGE", 1000,
+                        "MODEL.PSDIFF.ENSEMBLE_STEPS", True).eval()
+    assert len(pooled(image)[0]["boxes"]) > len(plain(image)[0]["boxes"])
+
+
+@pytest.mark.parametrize("mode", ["denoise", "alone"])
+def test_query_embeddings_in_original_pixels(mode):
+    model = tiny_model("MODEL.PSDIFF.QUERY_MODE", mode).eval()
+    small = eval_inputs(scene("q.jpg", PERSONS))
+    big = eval_inputs(scene("q.jpg", PERSONS, original_scale=2.0))  # same pixels, larger original
+    query = torch.tensor(PERSONS[:2], dtype=torch.float32)
+    (emb_small,) = model.embed_queries(small, [query])
+    (emb_big,) = model.embed_queries(big, [query * 2.0])
+    assert emb_small.shape == (2, EMB_DIM)
+    torch.testing.assert_close(emb_small.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(emb_small, emb_big)
+    (shifted,) = model.embed_queries(small, [query + 15.0])
+    assert not torch.allclose(shifted, emb_small)
+
+
+def test_build_errors_are_one_line():
+    with pytest.raises(PsdiffError, match="META_ARCHITECTURE"):
+        build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "Nope"))
+    with pytest.raises(PsdiffError, match="QUERY_MODE"):
+        build_model(tiny_cfg("MODEL.PSDIFF.QUERY_MODE", "guess"))
+    with pytest.raises(PsdiffError, match="SAMPLER"):
+        build_model(tiny_cfg("MODEL.PSDIFF.SAMPLER", "EULER"))
+
+
+def test_regression_without_embedding_diffusion_runs():
+    # Table VI's "KD" baseline: e0 is regressed, no noisy embedding enters the CDL
+    model = tiny_model("MODEL.PSDIFF.EMB_DIFFUSION", False).train()
+    losses = model([scene("k.jpg", PERSONS)])
+    assert torch.isfinite(losses["loss_reid"])
+    (out,) = model.eval()(eval_inputs(scene("k.jpg", PERSONS)))
+    torch.testing.assert_close(out["embeddings"].norm(dim=-1), torch.ones(len(out["embeddings"])))
+
+
+def test_synthetic_cuhk_sysu_through_loaders_and_model(tmp_path):
+    # real paths: generated CUHK-SYSU files -> loader -> mapper -> model, teacher targets e0
+    # attached to the dataset dicts as the teacher cache does (one vector per identity)
+    root = str(tmp_path / "CUHK-SYSU")
+    write_cuhk_sysu(root, num_train_images=4, num_test_images=6, num_train_ids=2, num_test_ids=3,
+                    image_size=(72, 96), gallery_sizes=(5,), seed=1)
+    rng = np.random.default_rng(0)
+    train = load_cuhk_sysu(root, "train")
+    for record in train:
+        for person in record["annotations"]:
+            person["embedding"] = rng.standard_normal(EMB_DIM).astype(np.float32)
+            person["embedding_flip"] = rng.standard_normal(EMB_DIM).astype(np.float32)
+    cfg = tiny_cfg("INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 128,
+                   "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 128,
+                   "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    batch = next(iter(build_train_loader(cfg, train)))
+    losses = model(batch)
+    sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+
+    model.eval()
+    gallery = load_cuhk_sysu(root, "gallery")
+    for inputs in itertools.islice(build_test_loader(cfg, gallery), 2):
+        for x, out in zip(inputs, model(inputs)):
+            assert x["image"].shape[1:] != (x["height"], x["width"])  # resized by the mapper
+            assert torch.all(out["boxes"][:, 2] <= x["width"])
+            assert torch.all(out["boxes"][:, 3] <= x["height"])
+    query = load_cuhk_sysu(root, "query", gallery_size=5)[0]
+    image = DatasetMapper.from_config(cfg, is_train=False)(query)
+    (emb,) = model.embed_queries([image], [torch.tensor([query["bbox"]])])
+    assert emb.shape == (1, EMB_DIM)
+
+
+
+def load_analyze_tool():
+    """tools/analyze_model.py as a module (tools/ is not a package)."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "analyze_model.py"
+    spec = importlib.util.spec_from_file_location("analyze_model", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_attention_flops_counted_as_by_hand():
+    # fvcore has no rule for scaled_dot_product_attention; the tool adds one
+    attention = MultiHeadAttention(16, 4)
+    query, context = torch.randn(3, 2, 16), torch.randn(3, 9, 16)
+    analysis = FlopCountAnalysis(attention, (query, context))
+    analysis.set_op_handle("aten::scaled_dot_product_attention", load_analyze_tool().sdpa_flop_jit)
+    analysis.unsupported_ops_warnings(False)
+    projections = 3 * 2 * 16 * 16 * 2 + 3 * 9 * 16 * 16 * 2  # q, out on 2 tokens; k, v on 9
+    matmuls = 3 * 4 * 2 * 9 * (4 + 4)  # per image and head: q k^T and weights v, head width 4
+    assert analysis.total() == projections + matmuls
+
+
+def test_analyze_model_tool_reports_parameters_and_flops(capsys):
+    tool = load_analyze_tool()
+    tool.main(tool.parse_args(["--steps", "1", "3", "--size", "64", "64", *TINY_OVERRIDES]))
+    lines = capsys.readouterr().out.splitlines()
+    total = next(line for line in lines if line.startswith("total")).split()[-1]
+    assert int(total.replace(",", "")) == sum(p.numel() for p in tiny_model().parameters())
+    flops = [float(line.split()[2][:-1]) for line in lines if line.startswith("steps ")]
+    assert len(flops) == 2 and flops[1] > flops[0] > 0  # each step adds one CDL call
