@@ -1,0 +1,157 @@
+"""Every metric of a dataset's protocol from a predictions file: the flat dict of design.md.
+
+Keys: `search/mAP`, `search/top1`, `search/top5`, `search/top10` (headline: CUHK-SYSU gallery
+`gallery_size`, PRW with the configured camera rule); `search@{N}/...` for each CUHK-SYSU
+gallery size N (`search@all/...` for the whole pool); `det/AP`, `det/recall` and the labeled-only
+`det_labeled/AP`, `det_labeled/recall`. Values are fractions in [0, 1], except
+`.../queries_without_gt`: the number of queries whose gallery holds no ground truth (their AP is
+0; the reference would crash on them).
+"""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import numpy as np
+
+from psdiff.config import get_cfg
+from psdiff.data import resolve_root
+from psdiff.data.catalog import dataset_folder
+from psdiff.data.datasets import available_gallery_sizes, load_cuhk_sysu
+from psdiff.utils.errors import PsdiffError
+
+from .detection import eval_detection
+from .predictions import GalleryRows, Predictions
+from .search import eval_search_cuhk, eval_search_prw
+
+logger = logging.getLogger(__name__)
+
+
+def align_gallery(predictions: Predictions, gallery: list) -> GalleryRows:
+    """The file's gallery detections reordered to the dataset's gallery list (names must match)."""
+    names = [record["image_id"] for record in gallery]
+    if len(names) != len(predictions.gallery_names) or set(names) != set(
+            predictions.gallery_names.tolist()):
+        missing = sorted(set(names) - set(predictions.gallery_names.tolist()))[:3]
+        raise PsdiffError(
+            f"predictions hold {len(predictions.gallery_names)} gallery images, the dataset "
+            f"{len(names)}; e.g. missing from the predictions: {missing}")
+    rows = predictions.gallery
+    if list(predictions.gallery_names) == names:
+        return rows
+    position = {name: i for i, name in enumerate(predictions.gallery_names.tolist())}
+    return rows.take_images(np.asarray([position[n] for n in names], dtype=np.int64))
+
+
+def check_queries(predictions: Predictions, queries: list) -> None:
+    """The file's queries are the dataset's, in the same order (same images, same boxes)."""
+    if len(queries) != len(predictions.query_names):
+        raise PsdiffError(f"predictions hold {len(predictions.query_names)} queries, "
+                          f"the dataset {len(queries)}")
+    for i, query in enumerate(queries):
+        if (predictions.query_names[i] != query["image_id"]
+                or not np.allclose(predictions.query_boxes[i], query["bbox"], atol=1e-3)):
+            raise PsdiffError(
+                f"query {i} is {predictions.query_names[i]} {predictions.query_boxes[i].tolist()}"
+                f" in the predictions but {query['image_id']} {list(query['bbox'])} in the dataset")
+
+
+def search_rows(rows: GalleryRows, det_thresh: float, cws: bool) -> GalleryRows:
+    """Detections that enter the ranking: score >= det_thresh in float32 (section 3.5.5);
+    with CWS each embedding is scaled by its detection score, so sim = cos x score (3.4)."""
+    kept = rows.filter(rows.scores >= np.float32(det_thresh))
+    if cws:
+        kept.embeddings = kept.embeddings * kept.scores[:, None]
+    return kept
+
+
+def gallery_size_key(size: int) -> str:
+    """`search@100`, or `search@all` for the whole pool (-1)."""
+    return "search@all" if size == -1 else f"search@{size}"
+
+
+def compute_metrics(predictions: Predictions, protocol: str, gallery: list, queries: list,
+                    load_queries: Optional[Callable[[int], list]] = None,
+                    gallery_sizes: Sequence[int] = (), gallery_size: int = 100,
+                    det_thresh_search: float = 0.5, det_thresh_detection: float = 0.01,
+                    ignore_cam_id: bool = True, cws: bool = False) -> dict:
+    """The flat metrics dict of `predictions` on a split.
+
+    protocol: "cuhk_sysu" or "prw". `queries` is the headline query list (CUHK-SYSU: loaded at
+    `gallery_size`); `load_queries(N)` loads the CUHK-SYSU queries for another gallery size N.
+    """
+    if protocol not in ("cuhk_sysu", "prw"):
+        raise PsdiffError(f"unknown search protocol '{protocol}' (cuhk_sysu or prw)")
+    start = time.perf_counter()
+    check_queries(predictions, queries)
+    rows = align_gallery(predictions, gallery)
+    metrics = {}
+    for prefix, labeled_only in (("det", False), ("det_labeled", True)):
+        result = eval_detection(gallery, rows, det_thresh_detection, labeled_only=labeled_only)
+        metrics[f"{prefix}/AP"], metrics[f"{prefix}/recall"] = result["AP"], result["recall"]
+
+    ranked = search_rows(rows, det_thresh_search, cws)
+    embeddings = predictions.query_embeddings
+    if protocol == "prw":
+        result = eval_search_prw(ranked, embeddings, gallery, queries, ignore_cam_id)
+        metrics.update(result.summary("search"))
+    else:
+        names = [record["image_id"] for record in gallery]
+        for size in dict.fromkeys([gallery_size, *gallery_sizes]):  # headline first, no repeats
+            size_queries = queries if size == gallery_size else load_queries(size)
+            if size != gallery_size:
+                check_queries(predictions, size_queries)
+            result = eval_search_cuhk(ranked, embeddings, names, size_queries)
+            summary = result.summary(gallery_size_key(size))
+            if size in gallery_sizes:
+                metrics.update(summary)
+            if size == gallery_size:
+                metrics.update({k.replace(gallery_size_key(size), "search", 1): v
+                                for k, v in summary.items()})
+    if metrics["search/queries_without_gt"]:
+        logger.warning("%d queries have no ground truth in their gallery (AP 0 for them)",
+                       int(metrics["search/queries_without_gt"]))
+    logger.info("metrics computed in %.1f s", time.perf_counter() - start)
+    return metrics
+
+
+def metrics_from_cfg(cfg, predictions: Predictions, split) -> dict:
+    """`compute_metrics` with the protocol settings of `cfg.TEST`, on a catalog `SearchSplit`
+    whose queries were loaded at `TEST.GALLERY_SIZE`. CUHK-SYSU sizes of `TEST.GALLERY_SIZES`
+    without a TestG<N>.mat in the tree (small synthetic sets) are skipped with a warning."""
+    sizes = list(cfg.TEST.GALLERY_SIZES)
+    folder = dataset_folder(split.name, resolve_root(cfg.DATASETS.ROOT))
+    if split.protocol == "cuhk_sysu":
+        present = set(available_gallery_sizes(folder)) | {-1}
+        if set(sizes) - present:
+            logger.warning("%s has no protocol file for gallery sizes %s; skipped", split.name,
+                           sorted(set(sizes) - present))
+        sizes = [s for s in sizes if s in present]
+    return compute_metrics(
+        predictions, split.protocol, split.gallery, split.queries,
+        load_queries=lambda size: load_cuhk_sysu(folder, "query", gallery_size=size),
+        gallery_sizes=sizes, gallery_size=cfg.TEST.GALLERY_SIZE,
+        det_thresh_search=cfg.TEST.DET_THRESH_SEARCH,
+        det_thresh_detection=cfg.TEST.DET_THRESH_DETECTION,
+        ignore_cam_id=cfg.TEST.IGNORE_CAM_ID, cws=cfg.TEST.CWS,
+    )
+
+
+def run_cfg(predictions: Predictions, config_file: str = "", opts=(), root: Optional[str] = None):
+    """The config to score a predictions file with: the defaults, then the run's own config saved
+    in the file, then `config_file`, then `KEY VALUE` overrides, then the datasets `root`."""
+    cfg = get_cfg()
+    if "config" in predictions.meta:
+        try:
+            cfg.merge_from_other_cfg(type(cfg).load_cfg(predictions.meta["config"]))
+        except (KeyError, ValueError, AssertionError) as e:
+            raise PsdiffError(f"the config saved in the predictions file does not fit this "
+                              f"psdiff ({e}); give the settings with --config-file".splitlines()[0])
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    if root is not None:
+        cfg.DATASETS.ROOT = root
+    cfg.freeze()
+    return cfg

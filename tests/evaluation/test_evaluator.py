@@ -1,0 +1,171 @@
+"""The evaluator end to end on generated CUHK-SYSU and PRW trees, with an oracle model:
+known metrics, the predictions file, tools/evaluate.py, and 1 vs 2 ranks."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from eval_oracle import OracleModel, evaluate_and_dump, make_cfg, oracle_for
+from eval_tools import load_tool
+from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
+from psdiff.engine import launch
+from psdiff.evaluation import (
+    PersonSearchEvaluator,
+    Predictions,
+    evaluate,
+    inference_on_dataset,
+)
+
+evaluate_tool = load_tool("evaluate")
+plot_results = load_tool("plot_results")
+
+CUHK, PRW = "synthetic_cuhk_sysu_test", "synthetic_prw_test"
+SIZES = ("TEST.GALLERY_SIZES", [6, 10, -1], "TEST.GALLERY_SIZE", 6)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Tiny synthetic CUHK-SYSU (gallery sizes 6 and 10) and PRW trees."""
+    root = tmp_path_factory.mktemp("datasets")
+    write_cuhk_sysu(str(root / "synthetic" / "CUHK-SYSU"), num_train_images=4,
+                    num_test_images=14, num_train_ids=2, num_test_ids=6, image_size=(48, 64),
+                    gallery_sizes=(6, 10), seed=1)
+    write_prw(str(root / "synthetic" / "PRW"), num_train_frames=4, num_test_frames=14,
+              num_train_ids=2, num_test_ids=4, camera_sizes=((48, 64), (48, 64), (40, 50)),
+              seed=2)
+    return str(root)
+
+
+@pytest.mark.parametrize("dataset", [CUHK, PRW])
+def test_perfect_oracle_scores_one(root, tmp_path, dataset):
+    cfg = make_cfg(root, str(tmp_path), *SIZES)
+    metrics = evaluate(cfg, oracle_for(cfg, dataset, 0.0, 0.0), dataset)
+    # every person detected exactly, every false positive scored below them, every query
+    # person's embedding equal to its occurrences' and orthogonal to everyone else's: all 1.
+    # (Not det_labeled/AP: there, detections of unlabeled people are false positives.)
+    expected = ["det/AP", "det/recall", "det_labeled/recall", "search/mAP", "search/top1"]
+    if dataset == CUHK:
+        expected += [f"search@{n}/{m}" for n in (6, 10, "all") for m in ("mAP", "top1", "top10")]
+    assert {k: metrics[k] for k in expected} == {k: pytest.approx(1.0) for k in expected}
+    assert metrics["search/queries_without_gt"] == 0
+    written = Predictions.load(str(tmp_path / "inference" / dataset / "predictions.npz"))
+    assert written.meta["dataset"] == dataset
+    assert json.loads((tmp_path / "inference" / dataset / "metrics.json").read_text())[
+        "metrics"] == metrics
+
+
+def test_noisy_oracle_recomputed_from_file_and_on_two_ranks(root, tmp_path, capsys):
+    # noisy boxes and embeddings: metrics strictly between 0 and 1, so agreement is not trivial
+    opts = (*SIZES, "TEST.DET_THRESH_SEARCH", 0.5)
+    cfg = make_cfg(root, str(tmp_path / "one"), *opts)
+    one_rank = evaluate(cfg, oracle_for(cfg, CUHK, 3.0, 0.9), CUHK)
+    assert 0 < one_rank["search@10/mAP"] < 1 and 0 < one_rank["det/AP"] < 1
+
+    path = str(tmp_path / "one" / "inference" / CUHK / "predictions.npz")
+    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "--root", root]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == one_rank
+    # an override changes the protocol: CWS scales similarities by the detection score
+    evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "TEST.CWS", "True"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) != one_rank
+
+    # the search-result picture of query 0 from the same file: k tiles of the ranking
+    picture = str(tmp_path / "query0.png")
+    assert plot_results.main(["search-result", "--predictions", path, "--dataset", CUHK,
+                              "--root", root, "--k", "3", "--out", picture]) == 0
+    hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(hits) == 3 and hits[0]["similarity"] >= hits[1]["similarity"]
+    assert cv2.imread(picture).shape[0] == 256
+
+    result_file = str(tmp_path / "two.json")
+    launch(evaluate_and_dump, 2, backend="gloo", args=(
+        root, str(tmp_path / "two"), CUHK, 3.0, 0.9, result_file, opts))
+    with open(result_file) as f:
+        assert json.load(f) == one_rank
+    two = Predictions.load(str(tmp_path / "two" / "inference" / CUHK / "predictions.npz"))
+    one = Predictions.load(path)
+    np.testing.assert_array_equal(two.gallery_names, one.gallery_names)
+    np.testing.assert_array_equal(two.query_embeddings, one.query_embeddings)
+    np.testing.assert_array_equal(two.gallery_embeddings, one.gallery_embeddings)
+
+
+def test_evaluate_tool_rejects_a_mismatched_file(root, tmp_path, capsys):
+    cfg = make_cfg(root, str(tmp_path), *SIZES)
+    evaluate(cfg, oracle_for(cfg, PRW, 0.0, 0.0), PRW)
+    path = str(tmp_path / "inference" / PRW / "predictions.npz")
+    capsys.readouterr()
+    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "--root", root]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and len(error.splitlines()) == 1
+    assert evaluate_tool.main(["--predictions", str(tmp_path / "nope.npz"),
+                               "--dataset", CUHK]) == 2
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(open(path, "rb").read()[:500])
+    capsys.readouterr()
+    assert evaluate_tool.main(["--predictions", str(truncated), "--dataset", PRW]) == 2
+    assert "not an intact .npz" in capsys.readouterr().err
+
+
+def test_eval_use_gt_replaces_detections_with_ground_truth(root, tmp_path):
+    # the oracle's detector is noisy (boxes off by ~6 px), but EVAL_USE_GT embeds the ground-truth
+    # boxes through the query path instead, scored 1: detection and search become perfect.
+    cfg = make_cfg(root, str(tmp_path), *SIZES, "TEST.SAVE_PREDICTIONS", False)
+    model = oracle_for(cfg, CUHK, 6.0, 0.0)
+    noisy = evaluate(cfg, model, CUHK)
+    assert not (tmp_path / "inference" / CUHK / "predictions.npz").exists()
+    assert (tmp_path / "inference" / CUHK / "metrics.json").exists()
+    cfg.merge_from_list(["TEST.EVAL_USE_GT", True, "TEST.SAVE_PREDICTIONS", True])
+    exact = evaluate(cfg, model, CUHK)
+    assert noisy["det/AP"] < 0.9
+    assert exact["det/AP"] == exact["search/mAP"] == exact["search@all/mAP"] == 1.0
+    scores = Predictions.load(str(tmp_path / "inference" / CUHK / "predictions.npz"))
+    assert np.all(scores.gallery_scores == 1.0)
+
+
+def test_query_images_outside_the_gallery_get_their_own_pass():
+    gallery = [{"image_id": "g.jpg", "annotations": [{"bbox": [0, 0, 10, 20], "pid": 3}]}]
+    queries = [{"image_id": "q.jpg", "file_name": "q.jpg", "height": 30, "width": 30,
+                "bbox": [2, 2, 12, 22], "pid": 3},
+               {"image_id": "g.jpg", "file_name": "g.jpg", "height": 30, "width": 30,
+                "bbox": [0, 0, 10, 20], "pid": 3}]
+    model = OracleModel(gallery, queries)
+    seen = []
+    evaluator = PersonSearchEvaluator("toy", gallery, queries, metric_fn=lambda p: {
+        "seen": seen.append(p) or 1.0})
+    outside = [[d] for d in evaluator.query_images() if d["image_id"] != "g.jpg"]
+    inference_on_dataset(model, [[{"image_id": "g.jpg"}]], outside, evaluator)
+    assert evaluator.evaluate() == {"seen": 1.0}
+    predictions = seen[0]
+    assert list(predictions.query_names) == ["q.jpg", "g.jpg"]
+    # both queries are pid 3, embedded as its one-hot vector, like the gallery person
+    np.testing.assert_allclose(predictions.query_embeddings[:, 3], [1.0, 1.0])
+    np.testing.assert_allclose(predictions.gallery_embeddings[0, 3], 1.0)
+
+
+@pytest.mark.parametrize("dataset", [CUHK, PRW])
+def test_real_model_through_the_evaluator(root, tmp_path, capsys, dataset):
+    # a tiny random PSDiff: the contract between model, loader and evaluator, end to end. The
+    # model's config names CUHK-SYSU for training; evaluating it on PRW (Table III's
+    # cross-dataset setting) is only a matter of the dataset name: PRW's protocol applies.
+    from psdiff.modeling import build_model
+
+    cfg = make_cfg(root, str(tmp_path), *SIZES, "DATASETS.TRAIN", ("synthetic_cuhk_sysu_train",),
+                   "DATASETS.TEST", (dataset,), "MODEL.RESNETS.DEPTH", 18,
+                   "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
+                   "MODEL.PSDIFF.HIDDEN_DIM", 32, "MODEL.PSDIFF.EMB_DIM", 16,
+                   "MODEL.PSDIFF.NHEADS", 4, "MODEL.PSDIFF.DIM_FEEDFORWARD", 64,
+                   "MODEL.PSDIFF.DIM_DYNAMIC", 8, "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 8,
+                   "MODEL.PSDIFF.SAMPLE_STEPS", 1, "TEST.SCORE_THRESH", 0.0)
+    torch.manual_seed(0)
+    metrics = evaluate(cfg, build_model(cfg), dataset)
+    assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "queries_without_gt" not in k)
+    assert any(k.startswith("search@") for k in metrics) == (dataset == CUHK)
+    path = str(tmp_path / "inference" / dataset / "predictions.npz")
+    predictions = Predictions.load(path)
+    assert predictions.gallery_embeddings.shape[1] == predictions.query_embeddings.shape[1] == 16
+    np.testing.assert_allclose(np.linalg.norm(predictions.query_embeddings, axis=1), 1, atol=1e-5)
+    capsys.readouterr()
+    assert evaluate_tool.main(["--predictions", path, "--dataset", dataset, "--root", root]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics

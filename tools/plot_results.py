@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Figures and pictures from evaluation results (PNG + a Markdown table beside each figure).
+
+    # Fig. 4: mAP vs CUHK-SYSU gallery size, one line per run (LABEL=metrics file)
+    tools/plot_results.py gallery-size --run PSDiff=output/inference/cuhk_sysu_test/metrics.json \
+        --out output/fig4.png
+    # Fig. 6: metrics vs sampling steps, one evaluation per step count, e.g. made by
+    #   tools/train_net.py --config-file C --eval-only MODEL.WEIGHTS W \
+    #       MODEL.PSDIFF.SAMPLE_STEPS 4 OUTPUT_DIR output/steps4
+    tools/plot_results.py steps --run output/steps1/inference/cuhk_sysu_test/metrics.json \
+        output/steps4/inference/cuhk_sysu_test/metrics.json --out output/fig6.png
+    # a query and its top-k hits (green: the query person, red: someone else)
+    tools/plot_results.py search-result --predictions P.npz --dataset cuhk_sysu_test \
+        --query 0 --k 5 --out output/query0.jpg
+
+A metrics file is the evaluator's `metrics.json` (whose `meta` gives the steps) or any flat
+metrics JSON (then give `--steps`). Bad input prints one `error: ...` line, exit status 2.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import cv2
+
+from psdiff.data import get_search_split, resolve_root
+from psdiff.evaluation import Predictions, run_cfg
+from psdiff.evaluation.plots import plot_gallery_size, plot_sampling_steps
+from psdiff.evaluation.visualize import draw_search_result, top_hits
+from psdiff.utils.errors import PsdiffError
+
+
+def read_metrics(path: str) -> tuple:
+    """(metrics dict, meta dict) of an evaluator metrics.json or a flat metrics JSON."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PsdiffError(f"cannot read metrics file {path}: {e}".splitlines()[0])
+    if "metrics" in data:
+        return data["metrics"], data.get("meta", {})
+    return data, {}
+
+
+def gallery_size(args) -> str:
+    """Fig. 4 from the runs' metrics files; returns the table."""
+    runs = {}
+    for item in args.run:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = os.path.basename(os.path.dirname(os.path.abspath(item))), item
+        runs[label] = read_metrics(path)[0]
+    return plot_gallery_size(runs, args.out)
+
+
+def steps(args) -> str:
+    """Fig. 6 from one metrics file per step count; returns the table."""
+    loaded = [read_metrics(path) for path in args.run]
+    if args.steps:
+        if len(args.steps) != len(loaded):
+            raise PsdiffError(f"--steps has {len(args.steps)} values for {len(loaded)} runs")
+        counts = args.steps
+    else:
+        missing = [p for p, (_, meta) in zip(args.run, loaded) if "steps" not in meta]
+        if missing:
+            raise PsdiffError(f"{missing[0]} does not record its sampling steps; give --steps")
+        counts = [meta["steps"] for _, meta in loaded]
+    return plot_sampling_steps(counts, [m for m, _ in loaded], args.out)
+
+
+def search_result(args) -> str:
+    """Write the picture of one query's top-k hits; returns the hits as JSON."""
+    predictions = Predictions.load(args.predictions)
+    cfg = run_cfg(predictions, opts=args.opts, root=args.root)
+    split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT), cfg.TEST.GALLERY_SIZE)
+    hits = top_hits(predictions, split.protocol, split.gallery, split.queries, args.query,
+                    args.k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS, cfg.TEST.IGNORE_CAM_ID)
+    picture = draw_search_result(split.queries[args.query], hits, split.gallery)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if not cv2.imwrite(args.out, picture):
+        raise PsdiffError(f"cannot write {args.out}")
+    return json.dumps(hits)
+
+
+def parse_args(argv=None):
+    """The three subcommands and their options."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("gallery-size", help="Fig. 4: mAP vs CUHK-SYSU gallery size")
+    p.add_argument("--run", nargs="+", required=True, help="[LABEL=]metrics.json, one per run")
+    p.add_argument("--out", required=True, help="output PNG (the table goes beside it, .md)")
+    p.set_defaults(func=gallery_size)
+    p = sub.add_parser("steps", help="Fig. 6: metrics vs sampling steps")
+    p.add_argument("--run", nargs="+", required=True, help="metrics.json, one per step count")
+    p.add_argument("--steps", nargs="+", type=int, help="step counts, if the files lack them")
+    p.add_argument("--out", required=True, help="output PNG (the table goes beside it, .md)")
+    p.set_defaults(func=steps)
+    p = sub.add_parser("search-result", help="a query and its top-k gallery hits")
+    p.add_argument("--predictions", required=True, help="predictions.npz of an evaluation")
+    p.add_argument("--dataset", required=True, help="test set name, e.g. cuhk_sysu_test")
+    p.add_argument("--root", default=None, help="datasets root (overrides DATASETS.ROOT)")
+    p.add_argument("--query", type=int, default=0, help="query index in the dataset's list")
+    p.add_argument("--k", type=int, default=5, help="hits to show")
+    p.add_argument("--out", required=True, help="output image (.jpg or .png)")
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE overrides of the run's config saved in the file (TEST.*)")
+    p.set_defaults(func=search_result)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Run a subcommand and print its output; exit status 2 on bad input."""
+    args = parse_args(argv)
+    try:
+        print(args.func(args))
+    except PsdiffError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
