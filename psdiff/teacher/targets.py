@@ -1,0 +1,159 @@
+"""The e0 cache: the teacher's embedding of every training box, original and flipped (Eq. 11).
+
+PSDiff regresses (and denoises towards) e0 = Teacher(S, b0). A frozen teacher inside the
+training loop would add about 3-6% to an iteration; the cache adds nothing measurable, crops the
+original-resolution image and keeps the teacher off the training GPUs (docs/teacher.md has the
+measurement), so e0 is computed once by `tools/build_targets.py` into a `.npz` file keyed by
+image and box:
+
+  image_ids   str[I]        training images, dataset order
+  offsets     int64[I+1]    image i owns rows offsets[i]:offsets[i+1]
+  boxes       float32[R,4]  its boxes, annotation order, xyxy original pixels
+  embeddings  float32[R,D]  e0 of each box; embeddings_flip: e0 of the box in the flipped image
+  meta        JSON str      format, dataset name, teacher fingerprint, D, crop size
+
+Loading checks the file against the dataset (its name, then every image and box) and the
+teacher (a hash of its weights) and refuses a mismatch with one line. `attach_targets` copies
+e0 into the dataset dicts as each annotation's "embedding" / "embedding_flip", which the data
+mapper turns into `instances["embeddings"]` (the flipped one when it flips the image).
+"""
+
+import copy
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+
+from psdiff.utils.errors import PsdiffError
+
+from .inference import dataset_jobs, embed_boxes
+from .network import load_network_state
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "psdiff-teacher-targets-v1"
+BOX_TOLERANCE = 1e-3  # pixels; cached boxes are float32 copies of the dataset's
+
+
+def teacher_fingerprint(state_dict: dict) -> str:
+    """sha256 of the teacher network's weights (names, shapes and values), 16 hex digits."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(state_dict[name].shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def build_targets(network, dataset_dicts, dataset_name: str, size, device="cpu",
+                  num_workers: int = 0) -> dict:
+    """Run the frozen teacher on every box of every image, unflipped and flipped."""
+    jobs = dataset_jobs(dataset_dicts)
+    emb = embed_boxes(network, jobs, size, device, num_workers=num_workers, desc="e0")
+    emb_flip = embed_boxes(network, jobs, size, device, num_workers=num_workers, flip=True,
+                           desc="e0 flipped")
+    counts = [len(d["annotations"]) for d in dataset_dicts]
+    dim = network.emb_dim
+    meta = {"format": CACHE_FORMAT, "dataset": dataset_name,
+            "teacher_fingerprint": teacher_fingerprint(network.state_dict()),
+            "emb_dim": dim, "input_size": list(size)}
+    return {
+        "image_ids": np.array([d["image_id"] for d in dataset_dicts]),
+        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "boxes": np.array([a["bbox"] for d in dataset_dicts for a in d["annotations"]],
+                          dtype=np.float32).reshape(-1, 4),
+        "embeddings": np.concatenate(emb + [np.zeros((0, dim), np.float32)]),
+        "embeddings_flip": np.concatenate(emb_flip + [np.zeros((0, dim), np.float32)]),
+        "meta": json.dumps(meta),
+    }
+
+
+def save_targets(path: str, cache: dict) -> None:
+    """Write the cache atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **cache)
+    os.replace(tmp, path)
+
+
+def load_targets(path: str, dataset_name: str = None, teacher: str = None) -> dict:
+    """Read a cache; refuse it if built for another dataset name or another teacher fingerprint.
+
+    Images and boxes are checked one by one by `attach_targets` (a filtered subset of the
+    images the cache was built for is fine).
+    """
+    if not os.path.isfile(path):
+        raise PsdiffError(f"TEACHER.CACHE file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            cache = {k: data[k] for k in data.files}
+        meta = json.loads(str(cache["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise PsdiffError(f"TEACHER.CACHE {path} is not an e0 cache: {e}".splitlines()[0])
+    if meta.get("format") != CACHE_FORMAT:
+        raise PsdiffError(f"TEACHER.CACHE {path} has format '{meta.get('format')}', "
+                          f"expected '{CACHE_FORMAT}'")
+    if dataset_name is not None and meta["dataset"] != dataset_name:
+        raise PsdiffError(f"TEACHER.CACHE {path} was built for dataset '{meta['dataset']}', "
+                          f"not '{dataset_name}'; rebuild it with tools/build_targets.py")
+    if teacher is not None and meta["teacher_fingerprint"] != teacher:
+        raise PsdiffError(f"TEACHER.CACHE {path} was built by teacher {meta['teacher_fingerprint']}"
+                          f", not by TEACHER.WEIGHTS (teacher {teacher}); rebuild it")
+    cache["meta"] = meta
+    return cache
+
+
+def attach_targets(dataset_dicts, cache: dict) -> list:
+    """Copies of the dicts whose annotations carry "embedding" and "embedding_flip" (float32 [D]).
+
+    Each image is looked up by image_id and its boxes must equal the cached ones, in order.
+    """
+    rows = {name: i for i, name in enumerate(cache["image_ids"].tolist())}
+    offsets, boxes = cache["offsets"], cache["boxes"]
+    out = []
+    for record in dataset_dicts:
+        if record["image_id"] not in rows:
+            raise PsdiffError(f"e0 cache has no entry for image {record['image_id']}; rebuild it "
+                              "with tools/build_targets.py")
+        i = rows[record["image_id"]]
+        start, stop = int(offsets[i]), int(offsets[i + 1])
+        wanted = np.asarray([a["bbox"] for a in record["annotations"]], dtype=np.float32)
+        if stop - start != len(wanted) or \
+                not np.allclose(boxes[start:stop], wanted.reshape(-1, 4), atol=BOX_TOLERANCE):
+            raise PsdiffError(f"e0 cache boxes of image {record['image_id']} differ from the "
+                              "dataset's; rebuild it with tools/build_targets.py")
+        record = copy.copy(record)
+        record["annotations"] = [
+            dict(a, embedding=cache["embeddings"][start + j],
+                 embedding_flip=cache["embeddings_flip"][start + j])
+            for j, a in enumerate(record["annotations"])]
+        out.append(record)
+    return out
+
+
+def checkpoint_fingerprint(path: str) -> str:
+    """Fingerprint of the teacher network stored in a checkpoint written by the teacher trainer."""
+    return teacher_fingerprint(load_network_state(path))
+
+
+def attach_targets_from_config(cfg, dataset_dicts, dataset_name: str = None) -> list:
+    """The PSDiff train loader's entry point: load cfg.TEACHER.CACHE, validate it, attach e0.
+
+    The cache must match the dataset (by default named "+".join(cfg.DATASETS.TRAIN)) and, when
+    cfg.TEACHER.WEIGHTS is set, that teacher.
+    """
+    dataset_name = dataset_name or "+".join(cfg.DATASETS.TRAIN)
+    if not cfg.TEACHER.CACHE:
+        raise PsdiffError("TEACHER.CACHE is empty: PSDiff training needs e0 targets; build them "
+                          "with tools/build_targets.py")
+    teacher = checkpoint_fingerprint(cfg.TEACHER.WEIGHTS) if cfg.TEACHER.WEIGHTS else None
+    cache = load_targets(cfg.TEACHER.CACHE, dataset_name, teacher)
+    if cache["meta"]["emb_dim"] != cfg.MODEL.PSDIFF.EMB_DIM:
+        raise PsdiffError(f"TEACHER.CACHE {cfg.TEACHER.CACHE} holds {cache['meta']['emb_dim']}-d "
+                          f"embeddings but MODEL.PSDIFF.EMB_DIM is {cfg.MODEL.PSDIFF.EMB_DIM}")
+    logger.info("e0 targets from %s (teacher %s, %d boxes)", cfg.TEACHER.CACHE,
+                cache["meta"]["teacher_fingerprint"], len(cache["boxes"]))
+    return attach_targets(dataset_dicts, cache)

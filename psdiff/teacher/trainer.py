@@ -1,0 +1,161 @@
+"""Training the ReID teacher on the engine: DefaultTrainer with the teacher's parts swapped in.
+
+`TeacherTrainer(cfg)` builds a `TeacherModel` over the ground-truth crops of `DATASETS.TRAIN`,
+HHCL's Adam optimizer (SOLVER.OPTIMIZER "ADAM"), the P x K crop loader, and a hook that
+(re)builds the HHCL memory from eval-mode embeddings (at the start and every
+TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). Evaluation (`test`) is the
+teacher's own query -> gallery retrieval on ground-truth crops of `DATASETS.TEST`.
+"""
+
+import functools
+import itertools
+import json
+import logging
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from psdiff.data.catalog import get_search_split, get_train_dicts, resolve_root
+from psdiff.engine import DefaultTrainer, HookBase
+from psdiff.solver.build import get_default_optimizer_params
+from psdiff.utils import comm
+from psdiff.utils.errors import PsdiffError
+
+from .crops import CropDataset, PKBatchSampler, collate_crops
+from .model import TeacherModel, initialize_memory
+from .retrieval import evaluate_teacher
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=2)
+def _train_dicts(names: tuple, root: str) -> tuple:
+    """Dataset dicts of every training set, concatenated in order (read once per process)."""
+    return tuple(d for name in names for d in get_train_dicts(name, root))
+
+
+def build_crop_dataset(cfg, train: bool = True) -> CropDataset:
+    """All ground-truth boxes of `DATASETS.TRAIN` as crops of TEACHER.INPUT_SIZE."""
+    dicts = list(_train_dicts(tuple(cfg.DATASETS.TRAIN), resolve_root(cfg.DATASETS.ROOT)))
+    return CropDataset(dicts, cfg.TEACHER.INPUT_SIZE, train=train, pad=cfg.TEACHER.PAD,
+                       erasing_prob=cfg.TEACHER.RANDOM_ERASING)
+
+
+def _shared_seed(cfg, iteration: int) -> int:
+    """A seed equal on every rank: SEED + iteration, or one drawn on rank 0 if SEED < 0."""
+    base = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    return base + iteration
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class MemoryRefresh(HookBase):
+    """Rebuilds the HHCL memory from the current network (HHCL re-initializes every epoch).
+
+    A fresh run fills it (and the unlabeled queue) before the first step; a resumed run keeps
+    the memory restored from its checkpoint. Every `period` iterations the centroids and
+    instances are rebuilt from eval-mode embeddings; the queue keeps running.
+    """
+
+    def __init__(self, cfg, crops: CropDataset):
+        self.cfg = cfg
+        self.crops = crops
+        self.period = cfg.TEACHER.MEMORY_REFRESH_PERIOD
+
+    def _refresh(self, iteration: int, with_queue: bool) -> None:
+        t = self.cfg.TEACHER
+        initialize_memory(_unwrap(self.trainer.model), self.crops, t.INPUT_SIZE,
+                          _shared_seed(self.cfg, iteration),
+                          with_queue=with_queue and t.USE_UNLABELED, queue_size=t.QUEUE_SIZE,
+                          num_workers=self.cfg.DATALOADER.NUM_WORKERS)
+
+    def before_train(self):
+        if self.trainer.start_iter == 0:
+            self._refresh(0, with_queue=True)
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self.period > 0 and next_iter % self.period == 0 and next_iter < self.trainer.max_iter:
+            self._refresh(next_iter, with_queue=False)
+
+
+class TeacherTrainer(DefaultTrainer):
+    """DefaultTrainer for the ReID teacher (tools/train_teacher.py)."""
+
+    def __init__(self, cfg):
+        self.crops = build_crop_dataset(cfg, train=False)  # read-only view for the memory hook
+        super().__init__(cfg)
+
+    def build_hooks(self) -> list:
+        """The engine's hooks with the memory refresh right after the timer (before checkpoints)."""
+        hooks = super().build_hooks()
+        return hooks[:1] + [MemoryRefresh(self.cfg, self.crops)] + hooks[1:]
+
+    @classmethod
+    def build_model(cls, cfg) -> TeacherModel:
+        num_classes = build_crop_dataset(cfg, train=False).num_classes
+        model = TeacherModel.from_config(cfg, num_classes)
+        logger.info(f"Teacher ({cfg.TEACHER.LOSS}, ResNet-{cfg.TEACHER.BACKBONE.DEPTH}) over "
+                    f"{num_classes} training identities:\n{model}")
+        return model.to(torch.device(cfg.MODEL.DEVICE))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
+        """HHCL's Adam with coupled weight decay on every parameter ("ADAM"), else the engine's."""
+        if cfg.SOLVER.OPTIMIZER.upper() != "ADAM":
+            return super().build_optimizer(cfg, model)
+        params = get_default_optimizer_params(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY,
+                                              cfg.SOLVER.BACKBONE_MULTIPLIER)
+        return torch.optim.Adam(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+
+    @classmethod
+    def build_train_loader(cls, cfg, start_iter: int = 0):
+        """P x K (+ unlabeled) crop batches for this rank, starting at batch `start_iter`."""
+        t = cfg.TEACHER
+        crops = build_crop_dataset(cfg, train=True)
+        sampler = PKBatchSampler(crops.labels, crops.groups, t.P, t.K,
+                                 t.NUM_UNLABELED if t.USE_UNLABELED else 0,
+                                 seed=_shared_seed(cfg, 0), rank=comm.get_rank(),
+                                 world_size=comm.get_world_size())
+        batches = _Skip(sampler, start_iter)
+        return DataLoader(crops, batch_sampler=batches, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                          collate_fn=collate_crops, pin_memory=cfg.MODEL.DEVICE.startswith("cuda"))
+
+    @classmethod
+    def test(cls, cfg, model) -> dict:
+        """Teacher retrieval (mAP, top-1) on ground-truth crops of every DATASETS.TEST set."""
+        model = _unwrap(model)
+        network = model.network if isinstance(model, TeacherModel) else model
+        root = resolve_root(cfg.DATASETS.ROOT)
+        results = {}
+        for name in cfg.DATASETS.TEST:
+            split = get_search_split(name, root, cfg.TEACHER.GALLERY_SIZE)
+            metrics = evaluate_teacher(network, split.queries, split.gallery,
+                                       cfg.TEACHER.INPUT_SIZE, cfg.MODEL.DEVICE,
+                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
+            prefix = f"{name}/" if len(cfg.DATASETS.TEST) > 1 else ""
+            results.update({prefix + k: v for k, v in metrics.items()})
+        if comm.is_main_process():
+            logger.info("Teacher evaluation: " + json.dumps(results, sort_keys=True))
+        return results
+
+
+class _Skip:
+    """The batches of a batch sampler from index `start` on (a resumed run continues its stream)."""
+
+    def __init__(self, sampler, start: int):
+        self.sampler, self.start = sampler, start
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.start, None)
+
+
+def check_teacher_config(cfg) -> None:
+    """Fail early, in one line, on settings the teacher cannot train with."""
+    if not cfg.DATASETS.TRAIN:
+        raise PsdiffError("DATASETS.TRAIN is empty: the teacher trains on its ground-truth crops")
+    if cfg.TEACHER.LOSS == "HHCL" and cfg.TEACHER.HARD_K < 1:
+        raise PsdiffError(f"TEACHER.HARD_K must be >= 1, got {cfg.TEACHER.HARD_K}")

@@ -1,0 +1,95 @@
+"""The e0 cache: built by the tool, the embedding of exactly the right crop (flips included),
+refused in one line when built for another dataset or another teacher."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from teacher_helpers import CONFIG, load_tool, tiny_cfg
+from psdiff.data.catalog import get_train_dicts
+from psdiff.teacher.model import TeacherModel
+from psdiff.teacher.network import load_teacher
+from psdiff.teacher.targets import attach_targets_from_config, load_targets
+from psdiff.utils.errors import PsdiffError
+
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def _save_teacher(cfg, path, seed):
+    torch.manual_seed(seed)
+    model = TeacherModel.from_config(cfg, num_classes=20)
+    model.network.neck.running_mean.normal_()  # eval-mode BN must matter, not be identity
+    torch.save({"model": model.state_dict()}, path)
+
+
+def _hand_embedding(teacher, image_bgr, box, size):
+    """Crop by hand (floor/ceil, bicubic), normalize by hand, run the teacher."""
+    x1, y1, x2, y2 = math.floor(box[0]), math.floor(box[1]), math.ceil(box[2]), math.ceil(box[3])
+    crop = cv2.resize(image_bgr[y1:y2, x1:x2], (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+    rgb = (crop[:, :, ::-1] / 255.0 - MEAN) / STD
+    tensor = torch.tensor(rgb.transpose(2, 0, 1)[None].copy(), dtype=torch.float32)
+    with torch.no_grad():
+        return teacher(tensor)["embedding"][0].numpy()
+
+
+@pytest.fixture(scope="module")
+def built(teacher_datasets_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("targets")
+    weights, cache = str(out / "teacher.pth"), str(out / "e0.npz")
+    cfg = tiny_cfg(teacher_datasets_root, out, "TEACHER.WEIGHTS", weights, "TEACHER.CACHE", cache)
+    _save_teacher(cfg, weights, seed=0)
+    argv = ["--config-file", CONFIG, "DATASETS.ROOT", teacher_datasets_root,
+            "MODEL.PSDIFF.EMB_DIM", "32", "TEACHER.WEIGHTS", weights, "TEACHER.CACHE", cache]
+    assert load_tool("build_targets").run(argv) == 0
+    return cfg, out
+
+
+def test_e0_is_the_embedding_of_the_right_crop_and_its_flip(built):
+    cfg, _ = built
+    dicts = get_train_dicts("synthetic_cuhk_sysu_train", cfg.DATASETS.ROOT)
+    with_e0 = attach_targets_from_config(cfg, dicts)
+    teacher = load_teacher(cfg)
+    size = cfg.TEACHER.INPUT_SIZE
+    checked = 0
+    for record in with_e0[:6]:
+        image = cv2.imread(record["file_name"])
+        flipped = cv2.flip(image, 1)
+        width = image.shape[1]
+        cached = np.stack([a["embedding"] for a in record["annotations"]])
+        cached_flip = np.stack([a["embedding_flip"] for a in record["annotations"]])
+        for j, ann in enumerate(record["annotations"]):
+            x1, y1, x2, y2 = ann["bbox"]
+            hand = _hand_embedding(teacher, image, ann["bbox"], size)
+            hand_flip = _hand_embedding(teacher, flipped, [width - x2, y1, width - x1, y2], size)
+            assert np.allclose(cached[j], hand, atol=1e-5)
+            assert np.allclose(cached_flip[j], hand_flip, atol=1e-5)
+            assert int(np.argmax(cached @ hand)) == j  # not a neighbour's crop
+            assert not np.allclose(hand, hand_flip, atol=1e-3)  # the flip is a different crop
+            checked += 1
+    assert checked >= 6
+    assert "embedding" not in dicts[0]["annotations"][0]  # the input dicts are left untouched
+
+
+def test_cache_of_other_dataset_or_teacher_is_refused(built, teacher_datasets_root):
+    cfg, out = built
+    dicts = get_train_dicts("synthetic_cuhk_sysu_train", cfg.DATASETS.ROOT)
+    with pytest.raises(PsdiffError, match="built for dataset 'synthetic_cuhk_sysu_train', not "
+                                          "'prw_train'") as err:
+        load_targets(cfg.TEACHER.CACHE, "prw_train")
+    assert "\n" not in str(err.value)
+    other = str(out / "other_teacher.pth")
+    _save_teacher(cfg, other, seed=1)
+    cfg_other = tiny_cfg(teacher_datasets_root, out, "TEACHER.WEIGHTS", other, "TEACHER.CACHE",
+                         cfg.TEACHER.CACHE)
+    with pytest.raises(PsdiffError, match="was built by teacher") as err:
+        attach_targets_from_config(cfg_other, dicts)
+    assert "\n" not in str(err.value)
+    moved = [dict(d) for d in dicts]
+    moved[3] = dict(moved[3], annotations=[dict(a, bbox=[v + 2 for v in a["bbox"]])
+                                           for a in moved[3]["annotations"]])
+    with pytest.raises(PsdiffError, match=f"boxes of image {moved[3]['image_id']} differ"):
+        attach_targets_from_config(cfg, moved)
+    assert len(attach_targets_from_config(cfg, dicts[::2])) == len(dicts[::2])  # a subset is fine

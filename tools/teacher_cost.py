@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Measure what a frozen teacher run inside the PSDiff training loop would add to an iteration.
+
+Issue item 4: e0 = Teacher(S, b0) can be read from a precomputed cache or computed in the loop.
+On one device, in one process, this times
+  * a PSDiff training step: the real model of --config-file (default: the paper's ResNet-50
+    config), forward + backward on a batch of images with ground-truth boxes and e0;
+  * the in-loop teacher: RoIAlign of the same boxes to 256x128 crops + the frozen ResNet-50
+    teacher's forward on them (no gradient);
+and counts, with fvcore, the forward FLOPs per image of the PSDiff backbone and of the
+teacher at full size (a device-independent cross-check). Defaults are the paper's per-image
+sizes (1333x800, ~4.9 boxes per CUHK-SYSU training image); --scale shrinks images and crops
+together, --batch sets images per step (the paper's GPUs hold 8). Prints one JSON line.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from fvcore.nn import FlopCountAnalysis
+from torchvision.ops import roi_align
+
+from psdiff.config import get_cfg
+from psdiff.modeling import build_model
+from psdiff.teacher.network import ReIDNetwork
+
+
+def _batch(args, height, width, dim, generator):
+    """Random images with `boxes_per_image` person-shaped (1:2.5) boxes and unit e0 each."""
+    inputs = []
+    for i in range(args.batch):
+        boxes = []
+        for _ in range(args.boxes_per_image):
+            h = float(torch.empty(1).uniform_(0.2, 0.8, generator=generator)) * height
+            w = h / 2.5
+            x1 = float(torch.rand(1, generator=generator)) * (width - w)
+            y1 = float(torch.rand(1, generator=generator)) * (height - h)
+            boxes.append([x1, y1, x1 + w, y1 + h])
+        embeddings = F.normalize(torch.randn(len(boxes), dim, generator=generator), dim=1)
+        inputs.append({
+            "image": torch.randint(0, 256, (3, height, width), dtype=torch.uint8,
+                                   generator=generator),
+            "height": height, "width": width, "image_id": f"{i}.jpg", "file_name": f"{i}.jpg",
+            "instances": {"boxes": torch.tensor(boxes), "pids": torch.arange(len(boxes)),
+                          "embeddings": embeddings}})
+    return inputs
+
+
+def _time(fn, repeats, sync):
+    fn()  # warm-up
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def _gflops(module, inputs):
+    flops = FlopCountAnalysis(module, inputs)
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return flops.total() / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--config-file", default="configs/psdiff_r50.yaml")
+    parser.add_argument("--scale", type=float, default=1.0, help="size factor on images and crops")
+    parser.add_argument("--batch", type=int, default=2, help="images per step (paper: 8 per GPU)")
+    parser.add_argument("--boxes-per-image", type=int, default=5, help="CUHK-SYSU train: 4.9")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.MODEL.DEVICE = args.device
+    model = build_model(cfg).to(args.device).train()
+    dim = cfg.MODEL.PSDIFF.EMB_DIM
+    teacher = ReIDNetwork(depth=50, emb_dim=dim, last_stride=1).to(args.device).eval()
+    teacher.requires_grad_(False)
+    height, width = round(800 * args.scale), round(1333 * args.scale)
+    crop = (round(256 * args.scale), round(128 * args.scale))
+    inputs = _batch(args, height, width, dim, torch.Generator().manual_seed(0))
+    images = torch.stack([x["image"] for x in inputs]).float().to(args.device)
+    rois = torch.cat([torch.cat([torch.full((args.boxes_per_image, 1), float(i)),
+                                 x["instances"]["boxes"]], dim=1) for i, x in enumerate(inputs)])
+    rois = rois.to(args.device)
+
+    def psdiff_step():
+        losses = model(inputs)
+        sum(v for k, v in losses.items() if k.startswith("loss")).backward()
+
+    @torch.no_grad()
+    def teacher_step():
+        teacher(roi_align(images, rois, crop, aligned=True))
+
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    t_psdiff = _time(psdiff_step, args.repeats, sync)
+    t_teacher = _time(teacher_step, args.repeats, sync)
+    with torch.no_grad():
+        backbone = _gflops(model.backbone.eval(), torch.zeros(1, 3, 800, 1344, device=args.device))
+        per_image = _gflops(teacher, torch.zeros(args.boxes_per_image, 3, 256, 128,
+                                                 device=args.device))
+    print(json.dumps({
+        "device": args.device, "threads": torch.get_num_threads(), "config": args.config_file,
+        "image_size": [height, width], "crop_size": list(crop), "batch": args.batch,
+        "boxes_per_image": args.boxes_per_image, "psdiff_step_s": round(t_psdiff, 3),
+        "teacher_forward_s": round(t_teacher, 3), "teacher_share": round(t_teacher / t_psdiff, 4),
+        "full_size_forward_gflops_per_image": {"psdiff_backbone": round(backbone, 1),
+                                               "teacher_on_gt_crops": round(per_image, 1)},
+    }))
+
+
+if __name__ == "__main__":
+    main()
