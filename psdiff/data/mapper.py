@@ -118,6 +118,17 @@ class DatasetMapper:
         which makes an epoch's augmentation repeatable)."""
         rng = np.random.default_rng() if rng is None else rng
         image = read_image(dataset_dict, self.image_format)
+        output = {k: v for k, v in dataset_dict.items() if k not in _QUERY_ONLY_KEYS}
+        output["image"], new_size, flipped = self.map_image(image, rng)
+        if self.with_instances:
+            output["instances"] = self._instances(dataset_dict, image.shape[:2], new_size, flipped)
+        return output
+
+    def map_image(self, image: np.ndarray, rng: np.random.Generator = None) -> tuple:
+        """Resize (and in training perhaps flip) an HWC image already in `INPUT.FORMAT` order:
+        (uint8 CHW tensor, (new_h, new_w), flipped). Also serves images that come from memory
+        (`psdiff.engine.predictor`)."""
+        rng = np.random.default_rng() if rng is None else rng
         height, width = image.shape[:2]
         new_h, new_w = resized_shape(height, width, self._short_side(rng), self.max_size)
         flipped = self.flip == "horizontal" and rng.random() < 0.5
@@ -125,12 +136,8 @@ class DatasetMapper:
             image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         if flipped:
             image = image[:, ::-1]
-        output = {k: v for k, v in dataset_dict.items() if k not in _QUERY_ONLY_KEYS}
-        output["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if self.with_instances:
-            sizes = ((height, width), (new_h, new_w))
-            output["instances"] = self._instances(dataset_dict, *sizes, flipped)
-        return output
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return tensor, (new_h, new_w), flipped
 
     def _instances(self, dataset_dict: dict, size: tuple, new_size: tuple, flipped: bool) -> dict:
         """Boxes moved with the image (scaled, mirrored, clipped to it; empty ones dropped),

@@ -2,7 +2,8 @@
 
 The ranking is the protocol's own (`ranking.iter_ranked` on the thresholded detections), so the
 picture shows exactly what top-k counted: each hit is boxed green when it is the query person's
-positive detection, red otherwise, with its rank, similarity and detection score.
+positive detection, red otherwise (orange when unknown: one's own images, tools/demo.py), with
+its rank, similarity and detection score. `draw_detections` draws all boxes of one image.
 """
 
 import cv2
@@ -15,7 +16,7 @@ from .predictions import Predictions
 from .ranking import iter_ranked
 from .search import query_gallery_fn
 
-GREEN, RED, BLUE = (0, 200, 0), (0, 0, 230), (230, 120, 0)  # BGR
+GREEN, RED, BLUE, ORANGE = (0, 200, 0), (0, 0, 230), (230, 120, 0), (0, 160, 255)  # BGR
 
 
 def top_hits(predictions: Predictions, protocol: str, gallery: list, queries: list,
@@ -47,10 +48,31 @@ def _tile(image: np.ndarray, box, color, lines: list[str], height: int) -> np.nd
     x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
     cv2.rectangle(tile, (x1, y1), (x2, y2), color, 2)
     for i, line in enumerate(lines):
-        origin = (4, 16 + 16 * i)
-        cv2.putText(tile, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3)
-        cv2.putText(tile, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        _text(tile, line, (4, 16 + 16 * i))
     return tile
+
+
+def _text(image: np.ndarray, line: str, origin: tuple, color=(255, 255, 255)) -> None:
+    """A text line with a black outline, readable on any background."""
+    cv2.putText(image, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3)
+    cv2.putText(image, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
+
+
+def similarity_color(similarity: float) -> tuple:
+    """The BGR colour of a similarity on OpenCV's JET map: blue at <= 0 to red at >= 1."""
+    value = np.full((1, 1), round(255 * min(max(float(similarity), 0.0), 1.0)), np.uint8)
+    return tuple(int(c) for c in cv2.applyColorMap(value, cv2.COLORMAP_JET)[0, 0])
+
+
+def draw_detections(image: np.ndarray, boxes, colors: list, labels: list) -> np.ndarray:
+    """A copy of the BGR image with each box and its label above it, drawn in the given order
+    (so later boxes lie on top)."""
+    image = image.copy()
+    for box, color, label in zip(boxes, colors, labels):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
+        _text(image, label, (x1, max(y1 - 4, 12)), color)
+    return image
 
 
 def _read(path: str) -> np.ndarray:
@@ -63,12 +85,13 @@ def _read(path: str) -> np.ndarray:
 
 def draw_search_result(query: dict, hits: list[dict], gallery: list,
                        height: int = 256) -> np.ndarray:
-    """One BGR picture: the query image (blue box) followed by the hits, left to right."""
+    """One BGR picture: the query image (blue box) followed by the hits, left to right; a
+    hit's `correct` may be None (no ground truth)."""
     files = {r["image_id"]: r["file_name"] for r in gallery}
     tiles = [_tile(_read(query["file_name"]), query["bbox"], BLUE, ["query"], height)]
     for rank, hit in enumerate(hits, 1):
         lines = [f"#{rank} sim {hit['similarity']:.2f}", f"det {hit['score']:.2f}"]
-        color = GREEN if hit["correct"] else RED
+        color = ORANGE if hit.get("correct") is None else GREEN if hit["correct"] else RED
         tiles.append(_tile(_read(files[hit["image_id"]]), hit["box"], color, lines, height))
     gap = np.full((height, 6, 3), 255, np.uint8)
     return np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)
