@@ -19,6 +19,7 @@ $(INSTALLED): setup.py requirements.txt
 	touch $@
 
 test: $(INSTALLED)
+	$(VENV)/bin/ruff check psdiff tools tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 demo: $(INSTALLED)

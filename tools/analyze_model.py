@@ -23,7 +23,7 @@ from torch import nn
 
 from psdiff.config import get_cfg
 from psdiff.modeling import build_model
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import exit_status
 
 
 def sdpa_flop_jit(inputs, outputs):
@@ -110,8 +110,4 @@ def main(args):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    try:
-        main(parse_args())
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(exit_status(lambda: main(parse_args())))

@@ -18,7 +18,7 @@ import numpy as np
 
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import Predictions
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import PsdiffError, exit_status
 
 logger = logging.getLogger("psdiff.benchmark")
 
@@ -110,13 +110,7 @@ def main(argv=None) -> int:
         add(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    try:
-        result = args.func(args)
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 0
+    return exit_status(lambda: print(json.dumps(args.func(args))))
 
 
 if __name__ == "__main__":

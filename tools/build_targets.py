@@ -15,11 +15,11 @@ import logging
 import sys
 
 from psdiff.data.build import load_train_dicts
-from psdiff.engine import default_argument_parser, launch, setup_cfg
+from psdiff.engine import default_argument_parser, launch_from_args, setup_cfg
 from psdiff.teacher.network import load_teacher
 from psdiff.teacher.targets import build_targets, save_targets
 from psdiff.utils import comm
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import PsdiffError, exit_status
 from psdiff.utils.logger import setup_logger
 
 logger = logging.getLogger("psdiff.build_targets")
@@ -43,18 +43,16 @@ def main(args):
                     f"{cfg.TEACHER.CACHE} (teacher {teacher_id})")
 
 
-def run(argv=None) -> int:
+def launch_main(argv=None) -> None:
+    """Parse the command line, check the config before spawning any worker, launch."""
     parser = default_argument_parser("write the e0 target cache of a trained teacher")
     args = parser.parse_args(argv)
-    try:
-        cfg = setup_cfg(args)
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,),
-               backend="nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo")
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    launch_from_args(main, args, setup_cfg(args))
+
+
+def run(argv=None) -> int:
+    """The exit status: 0, or 2 on bad input (one `error:` line)."""
+    return exit_status(launch_main, argv)
 
 
 if __name__ == "__main__":

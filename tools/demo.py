@@ -23,7 +23,7 @@ import cv2
 from psdiff.engine import setup_cfg
 from psdiff.engine.predictor import SearchPredictor, check_box, list_gallery, read_image
 from psdiff.evaluation.visualize import draw_detections, draw_search_result, similarity_color
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import PsdiffError, exit_status
 
 GRAY = (160, 160, 160)  # BGR: detections below --det-thresh (not ranked)
 
@@ -99,22 +99,21 @@ def write_outputs(result, query_path: str, query_box: list, output: str) -> None
 
 def main(argv=None) -> int:
     """Run the search and write its results; exit status 2 on bad input."""
-    args = parse_args(argv)
-    try:
-        cfg = setup_cfg(args)
-        gallery = list_gallery(args.gallery)
-        box = check_box(args.query_box, read_image(args.query_image).shape)
-        predictor = SearchPredictor(cfg)
-        result = predictor.search(args.query_image, box, gallery, args.top_k, args.det_thresh,
-                                  args.cws or None)
-        write_outputs(result, args.query_image, box, args.output)
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_status(search, parse_args(argv))
+
+
+def search(args) -> None:
+    """Embed the query, search the gallery, write the outputs, print the top-k table."""
+    cfg = setup_cfg(args)
+    gallery = list_gallery(args.gallery)
+    box = check_box(args.query_box, read_image(args.query_image).shape)
+    predictor = SearchPredictor(cfg)
+    result = predictor.search(args.query_image, box, gallery, args.top_k, args.det_thresh,
+                              args.cws or None)
+    write_outputs(result, args.query_image, box, args.output)
     print(table(result))
     print(f"{len(result.hits)} hits of {sum(int(i['ranked'].sum()) for i in result.images)} "
           f"detections in {len(gallery)} images; results in {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

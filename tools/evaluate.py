@@ -19,7 +19,7 @@ import sys
 
 from psdiff.data import get_search_split, resolve_root
 from psdiff.evaluation import Predictions, metrics_from_cfg, run_cfg
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import exit_status
 
 
 def parse_args(argv=None):
@@ -39,17 +39,15 @@ def main(argv=None) -> int:
     """Load, score, print the metrics as the last line; exit status 0, or 2 on bad input."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    try:
-        predictions = Predictions.load(args.predictions)
-        cfg = run_cfg(predictions, args.config_file, args.opts, args.root)
-        split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT),
-                                 cfg.TEST.GALLERY_SIZE)
-        metrics = metrics_from_cfg(cfg, predictions, split)
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, sort_keys=True))
-    return 0
+    return exit_status(score, args)
+
+
+def score(args) -> None:
+    """Recompute the metrics of a predictions file and print them as one JSON line."""
+    predictions = Predictions.load(args.predictions)
+    cfg = run_cfg(predictions, args.config_file, args.opts, args.root)
+    split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT), cfg.TEST.GALLERY_SIZE)
+    print(json.dumps(metrics_from_cfg(cfg, predictions, split), sort_keys=True))
 
 
 if __name__ == "__main__":

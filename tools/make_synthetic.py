@@ -18,7 +18,7 @@ import sys
 import time
 
 from psdiff.data.datasets.synthetic import PRW_CAMERA_SIZES, write_cuhk_sysu, write_prw
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import exit_status
 
 logger = logging.getLogger("psdiff.make_synthetic")
 
@@ -90,12 +90,7 @@ def main(args) -> None:
 def run(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        main(parse_args(argv))
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: main(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from psdiff.data import get_search_split, resolve_root
 from psdiff.evaluation import Predictions, run_cfg
 from psdiff.evaluation.plots import plot_gallery_size, plot_sampling_steps
 from psdiff.evaluation.visualize import draw_search_result, top_hits
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import PsdiffError, exit_status
 
 
 def read_metrics(path: str) -> tuple:
@@ -113,12 +113,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     """Run a subcommand and print its output; exit status 2 on bad input."""
     args = parse_args(argv)
-    try:
-        print(args.func(args))
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: print(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ Bad input (a missing file, an unknown key, an unwritable OUTPUT_DIR) prints one 
 `error: ...` and exits with status 2.
 """
 
-import json
-import os
 import sys
 
 from psdiff.engine import (
@@ -19,11 +17,11 @@ from psdiff.engine import (
     DefaultTrainer,
     default_argument_parser,
     default_setup,
-    launch,
+    launch_from_args,
+    save_eval_results,
     setup_cfg,
 )
-from psdiff.utils import comm
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import PsdiffError, exit_status
 
 
 def main(args):
@@ -37,37 +35,22 @@ def main(args):
         model = DefaultTrainer.build_model(cfg)
         Checkpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DefaultTrainer.test(cfg, model)
-        if comm.is_main_process():
-            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2, sort_keys=True)
-            print(json.dumps(results, sort_keys=True))
+        save_eval_results(cfg, results)
         return results
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
-def run(argv=None) -> int:
-    """Parse the command line, check the config, launch the workers; returns the exit status."""
+def launch_main(argv=None) -> None:
+    """Parse the command line, check the config before spawning any worker, launch."""
     args = default_argument_parser().parse_args(argv)
-    try:
-        cfg = setup_cfg(args)  # fail on a bad config before spawning any worker
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            backend="nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo",
-        )
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"interrupted: {e or 'stopped'}; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+    launch_from_args(main, args, setup_cfg(args))
+
+
+def run(argv=None) -> int:
+    """The exit status: 0, 2 on bad input (one `error:` line), 130 on Ctrl-C (resumable)."""
+    return exit_status(launch_main, argv, resumable=True)
 
 
 if __name__ == "__main__":

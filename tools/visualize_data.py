@@ -24,7 +24,7 @@ import numpy as np
 from psdiff.config import get_cfg
 from psdiff.data import build_train_loader, get_search_split, get_train_dicts, resolve_root
 from psdiff.data.catalog import list_datasets
-from psdiff.utils.errors import PsdiffError
+from psdiff.utils.errors import PsdiffError, exit_status
 
 logger = logging.getLogger("psdiff.visualize_data")
 GRAY, WHITE = (160, 160, 160), (255, 255, 255)
@@ -121,12 +121,7 @@ def main(args) -> None:
 def run(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        main(parse_args(argv))
-    except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: main(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -87,8 +87,8 @@ _C.MODEL.PSDIFF.BOX_RENEWAL = True  # replace low-score boxes with fresh noise b
 _C.MODEL.PSDIFF.RENEWAL_THRESH = 0.5  # score under which a box is renewed
 _C.MODEL.PSDIFF.USE_NMS = True  # NMS on the final detections
 _C.MODEL.PSDIFF.NMS_THRESH = 0.5  # NMS IoU threshold
-_C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool every step before NMS; off: Algorithm 2 returns the last step
-_C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # "denoise": box fixed among N_test proposals, as gallery; "alone"
+_C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool every step before NMS (off: Algorithm 2 = last)
+_C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # "denoise": fixed box among N_test proposals; "alone"
 
 # ---------------------------------------------------------------------------------------------
 # ReID TEACHER (Eq. 11; psdiff/teacher). Keys are added below this line by the teacher module.
@@ -152,7 +152,7 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False  # keep images without persons (t
 # SOLVER (Section V-A3)
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"
+_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW", "ADAM" (coupled decay: the HHCL teacher) or "SGD"
 _C.SOLVER.BASE_LR = 2.5e-5  # learning rate for IMS_PER_BATCH images
 _C.SOLVER.WEIGHT_DECAY = 1e-4  # weight decay of every parameter
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum

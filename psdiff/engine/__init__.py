@@ -6,10 +6,11 @@ from .defaults import (
     auto_scale_workers,
     default_argument_parser,
     default_setup,
+    save_eval_results,
     setup_cfg,
 )
 from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
-from .launch import launch
+from .launch import launch, launch_from_args
 from .train_loop import AMPTrainer, HookBase, NonFiniteLossError, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "launch",
+    "launch_from_args",
     "load_checkpoint_file",
+    "save_eval_results",
     "setup_cfg",
 ]

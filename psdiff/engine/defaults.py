@@ -164,6 +164,14 @@ def default_setup(cfg, args) -> None:
         _log_batch_and_lr(cfg, world_size)
 
 
+def save_eval_results(cfg, results: dict) -> None:
+    """--eval-only's output (rank 0): OUTPUT_DIR/eval_results.json, and one JSON line printed."""
+    if comm.is_main_process():
+        with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+        print(json.dumps(results, sort_keys=True))
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 

@@ -128,6 +128,14 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     _join(context)
 
 
+def launch_from_args(main_func, args, cfg) -> None:
+    """`launch(main_func, args)` with the Detectron2 command-line arguments of `args` and the
+    backend of `cfg.MODEL.DEVICE` (NCCL on CUDA, gloo on CPU)."""
+    launch(main_func, args.num_gpus, num_machines=args.num_machines,
+           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
+           backend="nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo")
+
+
 def _join(context) -> None:
     """Wait for the workers. A first Ctrl-C lets them finish their iteration and checkpoint
     (they receive it too); a second one stops them at once."""

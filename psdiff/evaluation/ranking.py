@@ -19,8 +19,8 @@ flat array per chunk, so each query's scores are a contiguous slice and no embed
 per query.
 """
 
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np

@@ -34,7 +34,8 @@ def get_default_optimizer_params(
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """`SOLVER.OPTIMIZER` ("ADAMW" or "SGD") over the param groups above."""
+    """`SOLVER.OPTIMIZER` ("ADAMW", "ADAM" with coupled weight decay as HHCL, or "SGD") over
+    the param groups above."""
     params = get_default_optimizer_params(
         model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.BACKBONE_MULTIPLIER
     )
@@ -43,9 +44,13 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "ADAMW":
         return torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+    if name == "ADAM":
+        return torch.optim.Adam(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
     if name == "SGD":
         return torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
-    raise PsdiffError(f"unknown SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r}: use 'ADAMW' or 'SGD'")
+    raise PsdiffError(
+        f"unknown SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r}: use 'ADAMW', 'ADAM' or 'SGD'"
+    )
 
 
 def _clip_each_norm(parameters, max_norm: float, norm_type: float) -> None:

@@ -12,8 +12,14 @@ from .memory import HybridMemory
 from .model import TeacherModel, initialize_memory
 from .network import ReIDNetwork, load_network_state, load_teacher
 from .retrieval import evaluate_teacher, retrieval_metrics
-from .targets import (attach_targets, attach_targets_from_config, build_targets, load_targets,
-                      save_targets, teacher_fingerprint)
+from .targets import (
+                      attach_targets,
+                      attach_targets_from_config,
+                      build_targets,
+                      load_targets,
+                      save_targets,
+                      teacher_fingerprint,
+)
 
 __all__ = [
     "CropDataset",

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 
 from psdiff.data.catalog import get_search_split, get_train_dicts, resolve_root
 from psdiff.engine import DefaultTrainer, HookBase
-from psdiff.solver.build import get_default_optimizer_params
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError
 
@@ -101,15 +100,6 @@ class TeacherTrainer(DefaultTrainer):
         logger.info(f"Teacher ({cfg.TEACHER.LOSS}, ResNet-{cfg.TEACHER.BACKBONE.DEPTH}) over "
                     f"{num_classes} training identities:\n{model}")
         return model.to(torch.device(cfg.MODEL.DEVICE))
-
-    @classmethod
-    def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
-        """HHCL's Adam with coupled weight decay on every parameter ("ADAM"), else the engine's."""
-        if cfg.SOLVER.OPTIMIZER.upper() != "ADAM":
-            return super().build_optimizer(cfg, model)
-        params = get_default_optimizer_params(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY,
-                                              cfg.SOLVER.BACKBONE_MULTIPLIER)
-        return torch.optim.Adam(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
 
     @classmethod
     def build_train_loader(cls, cfg, start_iter: int = 0):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from engine_toys import toy_cfg
+
 from psdiff.engine import auto_scale_workers, default_argument_parser, default_setup, setup_cfg
 from psdiff.utils.errors import PsdiffError
 

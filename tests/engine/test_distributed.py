@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from engine_toys import distributed_main
+
 from psdiff.engine import launch
 
 

@@ -5,9 +5,9 @@ import logging
 
 import numpy as np
 import pytest
+from engine_toys import ToyTrainer, toy_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from engine_toys import ToyTrainer, toy_cfg
 from psdiff.solver import warmup_multistep_factor
 from psdiff.utils.env import seed_all_rng
 from psdiff.utils.events import EventStorage, JSONWriter

@@ -5,8 +5,8 @@ import signal
 
 import pytest
 import torch
-
 from engine_toys import ToyTrainer, toy_cfg
+
 from psdiff.engine import HookBase
 from psdiff.utils.env import seed_all_rng
 

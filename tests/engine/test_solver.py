@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from engine_toys import ToyModel, toy_cfg
+
 from psdiff.solver import (
     WarmupMultiStepLR,
     build_gradient_clipper,
@@ -106,3 +106,23 @@ def test_bad_solver_settings_name_the_key(tmp_path):
     sgd_cfg = toy_cfg(tmp_path, SOLVER__OPTIMIZER="SGD", SOLVER__MOMENTUM=0.8)
     sgd = build_optimizer(sgd_cfg, ToyModel())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
+
+
+def test_adam_couples_weight_decay_as_hhcl(tmp_path):
+    cfg = toy_cfg(tmp_path, SOLVER__OPTIMIZER="ADAM", SOLVER__WEIGHT_DECAY=0.5,
+                  SOLVER__BASE_LR=0.1)
+    model = ToyModel()
+    param = next(p for p in model.parameters() if p.requires_grad)
+    optimizer = build_optimizer(cfg, model)
+    assert type(optimizer) is torch.optim.Adam
+    # coupled decay: the decay enters the gradient, so a zero gradient still moves the weight
+    # by the group's lr * sign(wd * w) on Adam's first step (AdamW: by lr * wd * w)
+    before = param.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    moved = before - param.detach()
+    nonzero = before != 0
+    lr = next(g["lr"] for g in optimizer.param_groups if any(p is param for p in g["params"]))
+    expected = lr * torch.sign(before[nonzero])
+    torch.testing.assert_close(moved[nonzero], expected, rtol=1e-3, atol=1e-4)

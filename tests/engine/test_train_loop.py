@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from engine_toys import ToyModel, ToyTrainer, toy_batch, toy_cfg
+
 from psdiff.engine import (
     AMPTrainer,
     HookBase,

@@ -7,8 +7,8 @@ person, images without detections, images listed twice, queries with missed or a
 
 import numpy as np
 import pytest
-
 from eval_naive import naive_detection, naive_search_cuhk, naive_search_prw
+
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import Predictions
 

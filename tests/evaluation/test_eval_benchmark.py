@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 from eval_tools import load_tool
 
 benchmark = load_tool("benchmark")

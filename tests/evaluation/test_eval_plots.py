@@ -4,12 +4,12 @@ import json
 
 import cv2
 import numpy as np
-
 from eval_tools import load_tool
+from test_eval_hand_cases import DETS, GALLERY, cuhk_query, make_rows
+
 from psdiff.evaluation.plots import plot_gallery_size, plot_sampling_steps
 from psdiff.evaluation.predictions import Predictions
 from psdiff.evaluation.visualize import GREEN, RED, draw_search_result, top_hits
-from test_eval_hand_cases import DETS, GALLERY, cuhk_query, make_rows
 
 plot_results = load_tool("plot_results")
 

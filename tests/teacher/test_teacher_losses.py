@@ -5,8 +5,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from psdiff.teacher.losses import (HHCL, batch_hard_triplet_loss, centroid_contrast_loss,
-                                   hard_instance_loss)
+from psdiff.teacher.losses import (
+    HHCL,
+    batch_hard_triplet_loss,
+    centroid_contrast_loss,
+    hard_instance_loss,
+)
 
 
 def _unit(*shape, seed=0):

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from teacher_helpers import CONFIG, load_tool, tiny_cfg
+
 from psdiff.data.catalog import get_train_dicts
 from psdiff.teacher.model import TeacherModel
 from psdiff.teacher.network import load_teacher

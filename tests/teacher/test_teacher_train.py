@@ -5,8 +5,8 @@ import json
 import os
 
 import torch
-
 from teacher_helpers import CONFIG, load_tool, tiny_cfg
+
 from psdiff.teacher.crops import collate_crops
 from psdiff.teacher.model import TeacherModel
 from psdiff.teacher.trainer import TeacherTrainer, build_crop_dataset
