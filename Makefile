@@ -12,7 +12,7 @@ DEMO_DIR ?= output/demo
 
 install: $(INSTALLED)
 
-$(INSTALLED): setup.py requirements.txt
+$(INSTALLED): setup.py requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"

@@ -16,7 +16,7 @@ def requirements():
         if line == "# Tests":
             current = test
         elif line and not line.startswith("#"):
-            current.append(line)
+            current.append(line.split("#")[0].strip())
     return runtime, test
 
 
