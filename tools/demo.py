@@ -21,9 +21,10 @@ import sys
 import cv2
 
 from psdiff.engine import setup_cfg
-from psdiff.engine.predictor import SearchPredictor, check_box, list_gallery, read_image
+from psdiff.engine.predictor import SearchPredictor, check_box, list_gallery
 from psdiff.evaluation.visualize import draw_detections, draw_search_result, similarity_color
 from psdiff.utils.errors import PsdiffError, exit_status
+from psdiff.utils.image import read_image
 
 GRAY = (160, 160, 160)  # BGR: detections below --det-thresh (not ranked)
 
@@ -42,8 +43,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="output/search", help="folder for the results")
     parser.add_argument("--det-thresh", type=float, default=None,
                         help="detections scoring >= this are ranked (TEST.DET_THRESH_SEARCH)")
-    parser.add_argument("--cws", action="store_true",
-                        help="confidence-weighted similarity: cosine x detection score")
+    parser.add_argument("--cws", action=argparse.BooleanOptionalAction, default=None,
+                        help="confidence-weighted similarity: cosine x detection score "
+                             "(default: TEST.CWS)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE overrides, e.g. MODEL.WEIGHTS w.pth MODEL.DEVICE cpu")
     return parser.parse_args(argv)
@@ -109,7 +111,7 @@ def search(args) -> None:
     box = check_box(args.query_box, read_image(args.query_image).shape)
     predictor = SearchPredictor(cfg)
     result = predictor.search(args.query_image, box, gallery, args.top_k, args.det_thresh,
-                              args.cws or None)
+                              args.cws)
     write_outputs(result, args.query_image, box, args.output)
     print(table(result))
     print(f"{len(result.hits)} hits of {sum(int(i['ranked'].sum()) for i in result.images)} "

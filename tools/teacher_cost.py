@@ -5,8 +5,8 @@ Issue item 4: e0 = Teacher(S, b0) can be read from a precomputed cache or comput
 On one device, in one process, this times
   * a PSDiff training step: the real model of --config-file (default: the paper's ResNet-50
     config), forward + backward on a batch of images with ground-truth boxes and e0;
-  * the in-loop teacher: RoIAlign of the same boxes to 256x128 crops + the frozen ResNet-50
-    teacher's forward on them (no gradient);
+  * the in-loop teacher: RoIAlign of the same boxes to TEACHER.INPUT_SIZE crops (HHCL: 256x128)
+    + the forward of the frozen teacher built from the config's TEACHER.* keys (no gradient);
 and counts, with fvcore, the forward FLOPs per image of the PSDiff backbone and of the
 teacher at full size (a device-independent cross-check). Defaults are the paper's per-image
 sizes (1333x800, ~4.9 boxes per CUHK-SYSU training image); --scale shrinks images and crops
@@ -15,6 +15,8 @@ together, --batch sets images per step (the paper's GPUs hold 8). Prints one JSO
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
@@ -25,6 +27,10 @@ from torchvision.ops import roi_align
 from psdiff.config import get_cfg
 from psdiff.modeling import build_model
 from psdiff.teacher.network import ReIDNetwork
+from psdiff.utils.errors import exit_status
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "psdiff_r50.yaml")
 
 
 def _batch(args, height, width, dim, generator):
@@ -64,25 +70,29 @@ def _gflops(module, inputs):
     return flops.total() / 1e9
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--config-file", default="configs/psdiff_r50.yaml")
+    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
     parser.add_argument("--scale", type=float, default=1.0, help="size factor on images and crops")
     parser.add_argument("--batch", type=int, default=2, help="images per step (paper: 8 per GPU)")
     parser.add_argument("--boxes-per-image", type=int, default=5, help="CUHK-SYSU train: 4.9")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def measure(args) -> None:
+    """Time both steps, count both FLOPs, print the JSON line."""
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.MODEL.DEVICE = args.device
     model = build_model(cfg).to(args.device).train()
     dim = cfg.MODEL.PSDIFF.EMB_DIM
-    teacher = ReIDNetwork(depth=50, emb_dim=dim, last_stride=1).to(args.device).eval()
+    teacher = ReIDNetwork.from_config(cfg).to(args.device).eval()
     teacher.requires_grad_(False)
     height, width = round(800 * args.scale), round(1333 * args.scale)
-    crop = (round(256 * args.scale), round(128 * args.scale))
+    full_crop = tuple(cfg.TEACHER.INPUT_SIZE)
+    crop = tuple(round(side * args.scale) for side in full_crop)
     inputs = _batch(args, height, width, dim, torch.Generator().manual_seed(0))
     images = torch.stack([x["image"] for x in inputs]).float().to(args.device)
     rois = torch.cat([torch.cat([torch.full((args.boxes_per_image, 1), float(i)),
@@ -102,7 +112,7 @@ def main():
     t_teacher = _time(teacher_step, args.repeats, sync)
     with torch.no_grad():
         backbone = _gflops(model.backbone.eval(), torch.zeros(1, 3, 800, 1344, device=args.device))
-        per_image = _gflops(teacher, torch.zeros(args.boxes_per_image, 3, 256, 128,
+        per_image = _gflops(teacher, torch.zeros(args.boxes_per_image, 3, *full_crop,
                                                  device=args.device))
     print(json.dumps({
         "device": args.device, "threads": torch.get_num_threads(), "config": args.config_file,
@@ -114,5 +124,10 @@ def main():
     }))
 
 
+def main(argv=None) -> int:
+    """Exit status 0, or 2 after one `error: ...` line on bad input (e.g. a missing config)."""
+    return exit_status(measure, parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

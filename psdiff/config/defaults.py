@@ -36,6 +36,7 @@ _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages fed t
 _C.MODEL.SWIN = CN()
 _C.MODEL.SWIN.SIZE = "B"  # "T", "S" or "B" (paper: Swin-B)
 _C.MODEL.SWIN.OUT_FEATURES = [0, 1, 2, 3]  # stages fed to the FPN
+_C.MODEL.SWIN.DROP_PATH = 0.3  # stochastic depth rate (Swin-B detection recipe; torchvision: 0.5)
 
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # trunk outputs the FPN reads

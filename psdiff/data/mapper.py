@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image
 
 _QUERY_ONLY_KEYS = ("annotations", "gallery_ids", "gallery_boxes")  # not passed to the model
 
@@ -27,19 +28,17 @@ def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple:
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
-def read_image(dataset_dict: dict, image_format: str = "BGR") -> np.ndarray:
+def read_dataset_image(dataset_dict: dict, image_format: str = "BGR") -> np.ndarray:
     """The HWC uint8 image of a dataset dict, checked against the dict's height and width."""
     path = dataset_dict["file_name"]
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise PsdiffError(f"cannot read image {path}; see datasets/README.md")
+    image = read_image(path, image_format)
     expected = (dataset_dict.get("height"), dataset_dict.get("width"))
     if None not in expected and image.shape[:2] != expected:
         raise PsdiffError(
             f"image {path} is {image.shape[0]}x{image.shape[1]} but its annotation says "
             f"{expected[0]}x{expected[1]} (height x width)"
         )
-    return image[:, :, ::-1] if image_format == "RGB" else image
+    return image
 
 
 def _teacher_targets(annotations: list, flipped: bool, file_name: str):
@@ -117,7 +116,7 @@ class DatasetMapper:
         """Map one dict; `rng` draws the size and the flip (the loaders pass a per-sample one,
         which makes an epoch's augmentation repeatable)."""
         rng = np.random.default_rng() if rng is None else rng
-        image = read_image(dataset_dict, self.image_format)
+        image = read_dataset_image(dataset_dict, self.image_format)
         output = {k: v for k, v in dataset_dict.items() if k not in _QUERY_ONLY_KEYS}
         output["image"], new_size, flipped = self.map_image(image, rng)
         if self.with_instances:

@@ -14,26 +14,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"  # file naming the newest checkpoint in the folder
 
 
-def _atomic_write(path: str, write_fn) -> None:
-    """Call `write_fn(file)` on a temporary file beside `path`, sync it, then rename it to
-    `path`; on any error the temporary file is removed and `path` is untouched."""
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp_path, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _short_list(keys, limit: int = 3) -> str:
@@ -84,17 +74,16 @@ class Checkpointer:
     """Saves and loads a model with any objects that have `state_dict`/`load_state_dict`.
 
     `save` collects the state dicts on every rank (so a checkpointable may gather across
-    ranks; call it on all ranks) and only rank 0 writes. `save_dir/last_checkpoint` names the
-    newest file, which `--resume` continues from.
+    ranks; call it on all ranks) and only rank 0 writes (none with `save_to_disk=False`); a
+    failed write is raised on every rank. `save_dir/last_checkpoint` names the newest file,
+    which `--resume` continues from.
     """
 
-    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: bool = None,
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: bool = True,
                  **checkpointables):
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        self.model = model
+        self.model = unwrap_model(model)
         self.save_dir = save_dir
-        self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
+        self.save_to_disk = save_to_disk
         self.checkpointables = checkpointables
 
     def save(self, name: str, **extra) -> None:
@@ -103,17 +92,23 @@ class Checkpointer:
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(extra)
-        if not self.save_dir or not self.save_to_disk:
-            return
-        basename = f"{name}.pth"
+        if self.save_dir and self.save_to_disk:
+            comm.run_on_main(lambda: self._write(f"{name}.pth", data))
+
+    def _write(self, basename: str, data: dict) -> None:
+        """Rank 0's part of `save`; a failed write becomes one PsdiffError line."""
         path = os.path.join(self.save_dir, basename)
         logger.info(f"Saving checkpoint to {path}")
-        _atomic_write(path, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
+        try:
+            atomic_write(path, lambda f: torch.save(data, f))
+            self.tag_last_checkpoint(basename)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
+            reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            raise PsdiffError(f"cannot write checkpoint {path}: {reason}")
 
     def tag_last_checkpoint(self, basename: str) -> None:
         path = os.path.join(self.save_dir, LAST_CHECKPOINT)
-        _atomic_write(path, lambda f: f.write(basename.encode()))
+        atomic_write(path, lambda f: f.write(basename.encode()))
 
     def has_checkpoint(self) -> bool:
         """Whether `save_dir` has a `last_checkpoint` to resume from."""

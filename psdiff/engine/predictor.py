@@ -12,27 +12,17 @@ import glob
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from psdiff.data.mapper import DatasetMapper
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image
 
 from .checkpoint import Checkpointer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def read_image(path: str) -> np.ndarray:
-    """The BGR uint8 image at `path`, or one PsdiffError line naming it."""
-    if not os.path.isfile(path):
-        raise PsdiffError(f"image not found: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise PsdiffError(f"cannot read image {path} (not an image OpenCV can decode)")
-    return image
 
 
 def list_gallery(spec: str) -> list[str]:

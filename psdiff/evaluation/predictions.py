@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.io import atomic_write
 
 _ARRAYS = (
     "gallery_names",
@@ -116,12 +117,10 @@ class Predictions:
                            self.gallery_embeddings)
 
     def save(self, path: str) -> None:
-        """Write the .npz (to a temporary name first, so a crash leaves no half-written file)."""
+        """Write the .npz atomically (a crash leaves no half-written file)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp.npz"
         arrays = {name: getattr(self, name) for name in _ARRAYS}
-        np.savez(tmp, meta=np.asarray(json.dumps(self.meta)), **arrays)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(self.meta)), **arrays))
 
     @classmethod
     def load(cls, path: str) -> "Predictions":

@@ -9,6 +9,8 @@ fvcore's FLOP counter (tools/analyze_model.py counts the SDPA call itself).
 import torch.nn.functional as F
 from torch import nn
 
+from psdiff.utils.errors import PsdiffError
+
 
 def attend(q, k, v, num_heads):
     """q: [B, L, C], k and v: [B, S, C] -> [B, L, C], softmax(q k^T / sqrt(C/h)) v per head."""
@@ -28,7 +30,8 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, dim, num_heads, dropout=0.0):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+            raise PsdiffError(f"MODEL.PSDIFF.HIDDEN_DIM ({dim}) is not divisible by "
+                              f"MODEL.PSDIFF.NHEADS ({num_heads})")
         self.num_heads = num_heads
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)

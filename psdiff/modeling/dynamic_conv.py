@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psdiff.utils.errors import PsdiffError
+
 
 def dynamic_chain(features, kernels, norms):
     """The hot path: features [K, L, C] through kernels[i] [K, d_i, d_i+1], LayerNorm and ReLU.
@@ -33,7 +35,8 @@ class DynamicConv(nn.Module):
     def __init__(self, dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution):
         super().__init__()
         if num_dynamic < 2:
-            raise ValueError(f"the dynamic convolution needs at least 2 layers, got {num_dynamic}")
+            raise PsdiffError(f"MODEL.PSDIFF.NUM_DYNAMIC must be >= 2 (dynamic conv layers), "
+                              f"got {num_dynamic}")
         self.widths = [dim] + [dim_dynamic] * (num_dynamic - 1) + [dim]
         self.kernel_sizes = [a * b for a, b in zip(self.widths[:-1], self.widths[1:])]
         self.kernel_basis = nn.Linear(dim, kernel_rank, bias=False)

@@ -10,9 +10,13 @@ import torch.distributed as dist
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
+from psdiff.utils.errors import PsdiffError
+
 from .matcher import HungarianMatcher
 
-LOSS_TERMS = ("cls", "l1", "giou", "reid")  # keys of `weights`: λ_cls, λ_L1, λ_giou, λ_reid
+# keys of `weights` (λ_cls, λ_L1, λ_giou, λ_reid) and the MODEL.PSDIFF keys they come from
+LOSS_WEIGHT_KEYS = {"cls": "CLASS_WEIGHT", "l1": "L1_WEIGHT", "giou": "GIOU_WEIGHT",
+                    "reid": "REID_WEIGHT"}
 
 
 def num_gt_per_rank(targets: list, device) -> torch.Tensor:
@@ -34,9 +38,10 @@ class SetCriterion(nn.Module):
     def __init__(self, matcher, weights: dict, focal_alpha: float = 0.25, focal_gamma: float = 2.0):
         """`weights` maps "cls", "l1", "giou", "reid" to λ; `matcher` pairs predictions and GTs."""
         super().__init__()
-        missing = [k for k in LOSS_TERMS if k not in weights]
+        missing = [f"{k} (MODEL.PSDIFF.{key})" for k, key in LOSS_WEIGHT_KEYS.items()
+                   if k not in weights]
         if missing:
-            raise ValueError(f"loss weights lack {missing}")
+            raise PsdiffError(f"loss weights lack {', '.join(missing)}")
         self.matcher = matcher
         self.weights = dict(weights)
         self.focal_alpha = focal_alpha
@@ -46,8 +51,7 @@ class SetCriterion(nn.Module):
     def from_config(cls, cfg):
         """Matcher and λ from MODEL.PSDIFF (paper: 2, 5, 2, 5; focal α 0.25, γ 2)."""
         p = cfg.MODEL.PSDIFF
-        weights = {"cls": p.CLASS_WEIGHT, "l1": p.L1_WEIGHT, "giou": p.GIOU_WEIGHT,
-                   "reid": p.REID_WEIGHT}
+        weights = {term: p[key] for term, key in LOSS_WEIGHT_KEYS.items()}
         return cls(HungarianMatcher.from_config(cfg), weights, p.FOCAL_ALPHA, p.FOCAL_GAMMA)
 
     def unweighted(self, outputs: dict, targets: list, num_gt: torch.Tensor) -> dict:
@@ -81,17 +85,11 @@ class SetCriterion(nn.Module):
         return {k: v / num_gt for k, v in terms.items()}
 
     def forward(self, outputs: dict, targets: list) -> dict:
-        """Weighted "loss_*" terms (summed by the trainer) and unweighted "raw_*" ones (logged).
-
-        outputs and targets as `HungarianMatcher.forward`; an optional outputs["aux_outputs"]
-        (list of dicts of the same keys, e.g. the cascade's earlier stages) adds "_i" terms.
-        """
+        """Weighted "loss_*" terms (summed by the trainer) and unweighted "raw_*" ones (logged);
+        outputs and targets as `HungarianMatcher.forward`."""
         num_gt = num_gt_per_rank(targets, outputs["pred_logits"].device)
-        aux = outputs.get("aux_outputs", [])
-        stages = [("", outputs)] + [(f"_{i}", out) for i, out in enumerate(aux)]
         result = {}
-        for suffix, out in stages:
-            for name, value in self.unweighted(out, targets, num_gt).items():
-                result[f"loss_{name}{suffix}"] = self.weights[name] * value
-                result[f"raw_{name}{suffix}"] = value.detach()
+        for name, value in self.unweighted(outputs, targets, num_gt).items():
+            result[f"loss_{name}"] = self.weights[name] * value
+            result[f"raw_{name}"] = value.detach()
         return result

@@ -10,6 +10,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import generalized_box_iou
 
+from psdiff.utils.errors import PsdiffError
+
 
 def focal_cost(logits: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
     """Focal classification cost of calling each prediction a person (Deformable DETR form).
@@ -32,7 +34,7 @@ class HungarianMatcher(nn.Module):
         predictions (its cost column repeated k times); `cost_reid` > 0 adds the Eq. 14 distance."""
         super().__init__()
         if match_k < 1:
-            raise ValueError(f"match_k must be >= 1, got {match_k}")
+            raise PsdiffError(f"MODEL.PSDIFF.MATCH_K must be >= 1, got {match_k}")
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou

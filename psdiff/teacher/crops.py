@@ -15,17 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image
 
 PIXEL_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # ImageNet, as HHCL
 PIXEL_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def read_image(file_name: str) -> np.ndarray:
-    """BGR uint8 image; a missing or unreadable file is a one-line error."""
-    image = cv2.imread(file_name, cv2.IMREAD_COLOR)
-    if image is None:
-        raise PsdiffError(f"cannot read image {file_name}")
-    return image
 
 
 def flip_box(box, width: int) -> list:

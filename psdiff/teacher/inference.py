@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from psdiff.utils import comm
+from psdiff.utils.image import read_image
 
-from .crops import crop_box, flip_box, read_image, to_tensor
+from .crops import crop_box, flip_box, to_tensor
 
 logger = logging.getLogger(__name__)
 

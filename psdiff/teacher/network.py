@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from psdiff.modeling.backbone.pretrained import load_pretrained
 from psdiff.utils.errors import PsdiffError
 
 _NETWORK_PARTS = ("body.", "pool.", "head.", "neck.")  # ReIDNetwork's state_dict prefixes
@@ -39,19 +40,6 @@ def _set_last_stride(trunk: nn.Module, stride: int) -> None:
     block.downsample[0].stride = (stride, stride)
 
 
-def _load_pretrained(trunk: nn.Module, path: str) -> None:
-    """Load a local torchvision ImageNet state_dict; every trunk key must be present."""
-    if not os.path.isfile(path):
-        raise PsdiffError(f"TEACHER.BACKBONE.PRETRAINED file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, _ = trunk.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing:
-        raise PsdiffError(
-            f"TEACHER.BACKBONE.PRETRAINED {path} lacks trunk weights, e.g. '{missing[0]}'")
-
-
 class ReIDNetwork(nn.Module):
     """Person crop (normalized RGB, N x 3 x H x W) -> L2-normalized D-dim embedding.
 
@@ -69,8 +57,12 @@ class ReIDNetwork(nn.Module):
         if pooling not in ("avg", "gem"):
             raise PsdiffError(f"TEACHER.POOLING must be 'avg' or 'gem', got '{pooling}'")
         trunk = _RESNETS[depth](weights=None)
-        if pretrained:
-            _load_pretrained(trunk, pretrained)
+        if pretrained:  # the teacher's crops are RGB, as torchvision's: no channel flip
+            missing, _ = load_pretrained(trunk, pretrained, classifier_prefixes=("fc.",),
+                                         new_prefixes=("fc.",), key="TEACHER.BACKBONE.PRETRAINED")
+            if missing:
+                raise PsdiffError(f"TEACHER.BACKBONE.PRETRAINED {pretrained} lacks trunk "
+                                  f"weights, e.g. '{missing[0]}'")
         _set_last_stride(trunk, last_stride)
         self.body = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool,
                                   trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)

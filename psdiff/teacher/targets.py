@@ -23,11 +23,13 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 
 import numpy as np
 import torch
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.io import atomic_write
 
 from .inference import dataset_jobs, embed_boxes
 from .network import load_network_state
@@ -72,11 +74,9 @@ def build_targets(network, dataset_dicts, dataset_name: str, size, device="cpu",
 
 
 def save_targets(path: str, cache: dict) -> None:
-    """Write the cache atomically (temporary file, then rename)."""
+    """Write the cache atomically (a crash leaves no half-written file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **cache)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, **cache))
 
 
 def load_targets(path: str, dataset_name: str = None, teacher: str = None) -> dict:
@@ -91,8 +91,9 @@ def load_targets(path: str, dataset_name: str = None, teacher: str = None) -> di
         with np.load(path, allow_pickle=False) as data:
             cache = {k: data[k] for k in data.files}
         meta = json.loads(str(cache["meta"]))
-    except (OSError, ValueError, KeyError) as e:
-        raise PsdiffError(f"TEACHER.CACHE {path} is not an e0 cache: {e}".splitlines()[0])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise PsdiffError(f"TEACHER.CACHE {path} is not an intact e0 cache ({type(e).__name__}); "
+                          "rebuild it with tools/build_targets.py")
     if meta.get("format") != CACHE_FORMAT:
         raise PsdiffError(f"TEACHER.CACHE {path} has format '{meta.get('format')}', "
                           f"expected '{CACHE_FORMAT}'")

@@ -104,6 +104,19 @@ def test_size_mismatch_is_reported(scene):
         DatasetMapper(is_train=False, min_sizes=(80,), max_size=1000)(scene)
 
 
+def test_rgb_format_and_unreadable_images(scene, tmp_path):
+    mapper = DatasetMapper(is_train=False, min_sizes=(80,), max_size=1000, image_format="RGB")
+    image = mapper(scene)["image"]
+    assert _inner_colour(image, [20, 10, 50, 70]) == [255.0, 0.0, 0.0]  # red, now R first
+    missing = str(tmp_path / "gone.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"no PNG inside")
+    for path, message in ((missing, "image not found: "), (str(broken), "cannot read image ")):
+        with pytest.raises(PsdiffError) as err:
+            mapper(dict(scene, file_name=path))
+        assert str(err.value).startswith(message + path) and "\n" not in str(err.value)
+
+
 def test_partial_teacher_targets_are_reported(scene):
     del scene["annotations"][1]["embedding_flip"]
     mapper = DatasetMapper(is_train=True, min_sizes=(80,), max_size=1000)

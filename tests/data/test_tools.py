@@ -1,20 +1,11 @@
 """tools/make_synthetic.py and tools/visualize_data.py, run in-process on small trees."""
 
-import importlib.util
 import os
 
 import pytest
+from tools_loader import load_tool
 
 from psdiff.data import get_search_split, get_train_dicts
-
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +15,7 @@ def written(tmp_path_factory):
     argv = ["--root", str(root / "synthetic"), "--train-images", "6", "--test-images", "8",
             "--train-ids", "2", "--test-ids", "3", "--image-size", "60", "80",
             "--gallery-sizes", "6", "7", "--camera-scale", "0.3", "--seed", "1"]
-    assert _tool("make_synthetic").run(argv) == 0
+    assert load_tool("make_synthetic").run(argv) == 0
     return str(root)
 
 
@@ -38,13 +29,13 @@ def test_make_synthetic_writes_loadable_trees(written):
 
 def test_make_synthetic_bad_option_is_one_line(tmp_path, capsys):
     argv = ["--root", str(tmp_path), "--format", "cuhk_sysu", "--gallery-sizes", "500"]
-    assert _tool("make_synthetic").run(argv) == 2
+    assert load_tool("make_synthetic").run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: synthetic CUHK-SYSU") and err.count("\n") == 1
 
 
 def test_visualize_data(written, tmp_path):
-    tool = _tool("visualize_data")
+    tool = load_tool("visualize_data")
     out = tmp_path / "vis"
     assert tool.run(["--dataset", "synthetic_prw_test", "--root", written, "--num", "2",
                      "--output-dir", str(out)]) == 0

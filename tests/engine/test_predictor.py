@@ -6,7 +6,6 @@ and `model.embed_queries`, with similarities as plain dot products. An untrained
 arbitrarily, so no test asserts which detection wins.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from tiny_config import tiny_cfg
+from tools_loader import load_tool
 
 from psdiff.data import DatasetMapper
 from psdiff.engine import Checkpointer
@@ -32,16 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEMO = os.path.join(REPO, "tools", "demo.py")
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load(DEMO, "demo")
-tiny_cfg = _load(os.path.join(REPO, "tests", "modeling", "test_meta_arch.py"),
-                 "test_meta_arch_for_demo").tiny_cfg
+demo = load_tool("demo")
 
 QUERY_BOX = [20.0, 30.0, 60.0, 110.0]
 GALLERY_SHAPES = {"a.png": (96, 128), "b.png": (192, 256), "c.jpg": (96, 128)}  # (h, w)
@@ -161,6 +153,14 @@ def test_demo_top_k_and_cws_match_the_independent_ranking(run, tmp_path):
     assert ranking["cws"] is True
     _assert_same_ranking(ranking["hits"], _independent_detections(run, cws=True)[:3])
     assert cv2.imread(str(out / "summary.jpg")).shape == (256, TILE * 4 + 6 * 3, 3)
+
+
+def test_demo_no_cws_overrides_the_config(run, tmp_path):
+    assert demo.parse_args(_argv(run)).cws is None  # None: TEST.CWS decides
+    out = tmp_path / "out"
+    argv = _argv(run, "--no-cws", "--top-k", "2", "--output", str(out)) + ["TEST.CWS", "True"]
+    assert demo.main(argv) == 0
+    assert json.loads((out / "ranking.json").read_text())["cws"] is False
 
 
 def test_predictor_search_agrees_with_its_own_detect_and_embed_query(run):

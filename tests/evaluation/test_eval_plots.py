@@ -4,8 +4,8 @@ import json
 
 import cv2
 import numpy as np
-from eval_tools import load_tool
 from test_eval_hand_cases import DETS, GALLERY, cuhk_query, make_rows
+from tools_loader import load_tool
 
 from psdiff.evaluation.plots import plot_gallery_size, plot_sampling_steps
 from psdiff.evaluation.predictions import Predictions

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from eval_oracle import OracleModel, evaluate_and_dump, make_cfg, oracle_for
-from eval_tools import load_tool
+from tools_loader import load_tool
 
 from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
 from psdiff.engine import launch

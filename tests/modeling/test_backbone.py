@@ -137,6 +137,20 @@ def test_bad_checkpoints_name_the_path(tmp_path):
         build_backbone(resnet_cfg(pretrained=other))
 
 
+def test_swin_stochastic_depth_comes_from_config():
+    """MODEL.SWIN.DROP_PATH is the last block's rate, rising linearly from 0 (12 Swin-T blocks)."""
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_swin_fpn_backbone"
+    cfg.MODEL.SWIN.SIZE = "T"
+    cfg.MODEL.SWIN.DROP_PATH = 0.22
+    trunk = build_backbone(cfg).trunk
+    rates = [m.p for m in trunk.modules() if isinstance(m, torchvision.ops.StochasticDepth)]
+    assert rates == pytest.approx([0.22 * i / 11 for i in range(12)])
+    cfg.MODEL.SWIN.DROP_PATH = 1.0
+    with pytest.raises(PsdiffError, match=r"^MODEL.SWIN.DROP_PATH = 1.0 is not in \[0, 1\)$"):
+        build_backbone(cfg)
+
+
 def test_bad_config_values():
     cfg = resnet_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_vgg_backbone"

@@ -170,6 +170,10 @@ def test_no_persons_and_bad_widths():
         tiny_cdl(num_heads=5)
     with pytest.raises(PsdiffError, match="OUT_CHANNELS"):
         CollaborativeDenoisingLayer(in_channels=64, strides=STRIDES, **TINY)
+    with pytest.raises(PsdiffError, match=r"^MODEL.PSDIFF.NUM_DYNAMIC must be >= 2 .*got 1$"):
+        DynamicConv(dim=12, dim_dynamic=5, num_dynamic=1, kernel_rank=3, pooler_resolution=2)
+    with pytest.raises(PsdiffError, match=r"HIDDEN_DIM \(16\) is not divisible by .*NHEADS \(5\)"):
+        MultiHeadAttention(16, 5)
 
 
 def test_paper_width_cdl_fits_the_parameter_budget():

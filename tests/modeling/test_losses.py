@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from psdiff.config import get_cfg
 from psdiff.modeling.losses import SetCriterion, num_gt_per_rank
 from psdiff.modeling.matcher import HungarianMatcher
+from psdiff.utils.errors import PsdiffError
 
 WEIGHTS = {"cls": 2.0, "l1": 5.0, "giou": 2.0, "reid": 5.0}
 SIZE = torch.tensor([100.0, 50.0, 100.0, 50.0])
@@ -68,7 +69,7 @@ def test_all_images_without_persons_still_train():
     assert outputs["pred_logits"].grad.abs().sum() > 0
 
 
-def test_normalized_by_total_ground_truths_and_aux_outputs():
+def test_normalized_by_total_ground_truths():
     """Two images with 1 and 2 persons: each term is the per-image sums over 3 GTs."""
     g = torch.Generator().manual_seed(0)
     outputs = {"pred_logits": torch.randn(2, 4, 1, generator=g),
@@ -80,13 +81,12 @@ def test_normalized_by_total_ground_truths_and_aux_outputs():
                {"boxes": torch.tensor([[9.0, 4.0, 45.0, 44.0], [14.0, 2.0, 38.0, 49.0]]),
                 "image_size": SIZE, "embeddings": torch.randn(2, 2, generator=g)}]
     criterion = SetCriterion(HungarianMatcher(), WEIGHTS)
-    both = criterion(dict(outputs, aux_outputs=[outputs]), targets)
+    both = criterion(outputs, targets)
     singles = [criterion({k: v[i:i + 1] for k, v in outputs.items()}, [targets[i]])
                for i in range(2)]
     for name in ("cls", "l1", "giou", "reid"):
         expect = (singles[0][f"raw_{name}"] * 1 + singles[1][f"raw_{name}"] * 2) / 3
         torch.testing.assert_close(both[f"raw_{name}"], expect)
-        torch.testing.assert_close(both[f"raw_{name}_0"], both[f"raw_{name}"])
 
 
 def test_from_config_reads_weights():
@@ -95,6 +95,8 @@ def test_from_config_reads_weights():
     criterion = SetCriterion.from_config(cfg)
     assert criterion.weights == {"cls": 2.0, "l1": 5.0, "giou": 2.0, "reid": 7.0}
     assert isinstance(criterion.matcher, HungarianMatcher)
+    with pytest.raises(PsdiffError, match=r"^loss weights lack reid \(MODEL.PSDIFF.REID_WEIGHT\)$"):
+        SetCriterion(HungarianMatcher(), {"cls": 2.0, "l1": 5.0, "giou": 2.0})
 
 
 def _count_worker(rank, tmp, counts):
@@ -108,7 +110,7 @@ def _count_worker(rank, tmp, counts):
 def test_normalizer_is_averaged_over_ranks():
     """Ranks holding 3 and 0 persons both divide by (3 + 0) / 2 (DDP then averages gradients)."""
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(_count_worker, args=(tmp, [3, 0]), nprocs=2, start_method="fork")
+        mp.start_processes(_count_worker, args=(tmp, [3, 0]), nprocs=2, start_method="spawn")
         results = [float(open(os.path.join(tmp, f"rank{r}")).read()) for r in range(2)]
     assert results == [1.5, 1.5]
     assert num_gt_per_rank([{"boxes": torch.zeros(0, 4)}], "cpu").item() == 1.0

@@ -8,6 +8,7 @@ import torch
 
 from psdiff.config import get_cfg
 from psdiff.modeling.matcher import HungarianMatcher
+from psdiff.utils.errors import PsdiffError
 
 
 def naive_giou(a, b):
@@ -110,3 +111,6 @@ def test_from_config():
     m = HungarianMatcher.from_config(cfg)
     costs = (m.match_k, m.cost_class, m.cost_bbox, m.cost_giou, m.cost_reid)
     assert costs == (3, 1.5, 5.0, 2.0, 0.0)
+    cfg.MODEL.PSDIFF.MATCH_K = 0
+    with pytest.raises(PsdiffError, match=r"^MODEL.PSDIFF.MATCH_K must be >= 1, got 0$"):
+        HungarianMatcher.from_config(cfg)

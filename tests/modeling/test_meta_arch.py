@@ -5,49 +5,22 @@ Most tests feed small generated scenes (coloured "persons" on dark noise) as mod
 in the mapper's format; one runs generated dataset files through loader and mapper.
 """
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
+from tiny_config import EMB_DIM, TINY_OVERRIDES, tiny_cfg
+from tools_loader import load_tool
 from torchvision.ops import box_iou
 
-from psdiff.config import get_cfg
 from psdiff.data import DatasetMapper, build_test_loader, build_train_loader
 from psdiff.data.datasets import load_cuhk_sysu
 from psdiff.data.datasets.synthetic import write_cuhk_sysu
 from psdiff.modeling import build_model
 from psdiff.modeling.attention import MultiHeadAttention
 from psdiff.utils.errors import PsdiffError
-
-EMB_DIM = 16
-
-# ResNet-18 with trainable BN: with random weights and FrozenBN, a few large optimizer steps
-# blow the FPN features up (the paper's runs start from ImageNet weights).
-TINY_OVERRIDES = [
-    "MODEL.RESNETS.DEPTH", "18",
-    "MODEL.RESNETS.NORM", "BN",
-    "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.PSDIFF.HIDDEN_DIM", "32",
-    "MODEL.PSDIFF.EMB_DIM", str(EMB_DIM),
-    "MODEL.PSDIFF.NHEADS", "4",
-    "MODEL.PSDIFF.DIM_FEEDFORWARD", "64",
-    "MODEL.PSDIFF.DIM_DYNAMIC", "8",
-    "MODEL.PSDIFF.KERNEL_RANK", "4",
-    "MODEL.PSDIFF.NUM_PROPOSALS_TRAIN", "16",
-    "MODEL.PSDIFF.NUM_PROPOSALS_TEST", "16",
-    "MODEL.PSDIFF.SAMPLE_STEPS", "2",
-    "TEST.SCORE_THRESH", "0.0",
-]
-
-
-def tiny_cfg(*overrides):
-    cfg = get_cfg()
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *TINY_OVERRIDES, *overrides])
-    return cfg
 
 
 def tiny_model(*overrides):
@@ -230,13 +203,29 @@ def test_build_errors_are_one_line():
         build_model(tiny_cfg("MODEL.PSDIFF.SAMPLER", "EULER"))
 
 
-def test_regression_without_embedding_diffusion_runs():
-    # Table VI's "KD" baseline: e0 is regressed, no noisy embedding enters the CDL
-    model = tiny_model("MODEL.PSDIFF.EMB_DIFFUSION", False).train()
+def record_cdl_embedding_inputs(model):
+    """The noisy embeddings e_t (emb_signal) of every later CDL call of `model`, in a list."""
+    seen = []
+    model.cdl.register_forward_pre_hook(lambda module, args: seen.append(args[2].clone()))
+    return seen
+
+
+@pytest.mark.parametrize("emb_diffusion", [True, False])
+def test_regression_without_embedding_diffusion_feeds_no_embedding(emb_diffusion):
+    # Table VI's "KD" baseline: e0 is regressed, no noisy embedding enters the CDL, neither in
+    # training nor at any sampling step (renewal of every row and DPM-Solver history included)
+    # nor for queries; with embedding diffusion (the default) every call gets a noisy e_t
+    model = tiny_model("MODEL.PSDIFF.EMB_DIFFUSION", emb_diffusion, "MODEL.PSDIFF.SAMPLER",
+                       "DPM_SOLVER", "MODEL.PSDIFF.RENEWAL_THRESH", 1.1).train()
+    seen = record_cdl_embedding_inputs(model)
     losses = model([scene("k.jpg", PERSONS)])
-    assert torch.isfinite(losses["loss_reid"])
-    (out,) = model.eval()(eval_inputs(scene("k.jpg", PERSONS)))
-    torch.testing.assert_close(out["embeddings"].norm(dim=-1), torch.ones(len(out["embeddings"])))
+    assert torch.isfinite(losses["loss_reid"]) and losses["loss_reid"] > 0
+    image = eval_inputs(scene("k.jpg", PERSONS))
+    model.eval()(image)
+    model.embed_queries(image, [torch.tensor(PERSONS[:1], dtype=torch.float32)])
+    assert len(seen) == 1 + 2 + 2  # one training call, then two sampling steps twice
+    assert all(e.shape[-1] == EMB_DIM for e in seen)
+    assert [bool(torch.all(e == 0)) for e in seen] == [not emb_diffusion] * 5
 
 
 def test_synthetic_cuhk_sysu_through_loaders_and_model(tmp_path):
@@ -274,22 +263,13 @@ def test_synthetic_cuhk_sysu_through_loaders_and_model(tmp_path):
     assert emb.shape == (1, EMB_DIM)
 
 
-
-def load_analyze_tool():
-    """tools/analyze_model.py as a module (tools/ is not a package)."""
-    path = Path(__file__).resolve().parents[2] / "tools" / "analyze_model.py"
-    spec = importlib.util.spec_from_file_location("analyze_model", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_attention_flops_counted_as_by_hand():
     # fvcore has no rule for scaled_dot_product_attention; the tool adds one
     attention = MultiHeadAttention(16, 4)
     query, context = torch.randn(3, 2, 16), torch.randn(3, 9, 16)
     analysis = FlopCountAnalysis(attention, (query, context))
-    analysis.set_op_handle("aten::scaled_dot_product_attention", load_analyze_tool().sdpa_flop_jit)
+    sdpa_flop_jit = load_tool("analyze_model").sdpa_flop_jit
+    analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
     analysis.unsupported_ops_warnings(False)
     projections = 3 * 2 * 16 * 16 * 2 + 3 * 9 * 16 * 16 * 2  # q, out on 2 tokens; k, v on 9
     matmuls = 3 * 4 * 2 * 9 * (4 + 4)  # per image and head: q k^T and weights v, head width 4
@@ -297,7 +277,7 @@ def test_attention_flops_counted_as_by_hand():
 
 
 def test_analyze_model_tool_reports_parameters_and_flops(capsys):
-    tool = load_analyze_tool()
+    tool = load_tool("analyze_model")
     tool.main(tool.parse_args(["--steps", "1", "3", "--size", "64", "64", *TINY_OVERRIDES]))
     lines = capsys.readouterr().out.splitlines()
     total = next(line for line in lines if line.startswith("total")).split()[-1]

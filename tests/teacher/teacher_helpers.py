@@ -1,6 +1,5 @@
-"""Helpers of the teacher tests: tiny configs on the synthetic tree, loading tools/ scripts."""
+"""Helpers of the teacher tests: tiny configs on the synthetic tree."""
 
-import importlib.util
 import os
 
 from psdiff.config import get_cfg
@@ -17,12 +16,3 @@ def tiny_cfg(datasets_root, output_dir, *overrides):
                          "MODEL.PSDIFF.EMB_DIM", "32", "TEACHER.GALLERY_SIZE", "20",
                          "TEACHER.QUEUE_SIZE", "50", *overrides])
     return cfg
-
-
-def load_tool(name):
-    """Import tools/<name>.py (tools/ is not a package) and return the module."""
-    path = os.path.join(REPO, "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"teacher_tool_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from teacher_helpers import CONFIG, load_tool, tiny_cfg
+from teacher_helpers import CONFIG, tiny_cfg
+from tools_loader import load_tool
 
 from psdiff.data.catalog import get_train_dicts
 from psdiff.teacher.model import TeacherModel
@@ -93,3 +94,19 @@ def test_cache_of_other_dataset_or_teacher_is_refused(built, teacher_datasets_ro
     with pytest.raises(PsdiffError, match=f"boxes of image {moved[3]['image_id']} differ"):
         attach_targets_from_config(cfg, moved)
     assert len(attach_targets_from_config(cfg, dicts[::2])) == len(dicts[::2])  # a subset is fine
+
+
+def test_corrupt_or_truncated_cache_is_one_line(built, tmp_path):
+    cfg, _ = built
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"these bytes are no npz archive")
+    with open(cfg.TEACHER.CACHE, "rb") as f:
+        data = f.read()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    for path in (garbage, truncated):
+        with pytest.raises(PsdiffError) as err:
+            load_targets(str(path))
+        message = str(err.value)
+        assert message.startswith(f"TEACHER.CACHE {path} is not an intact e0 cache (")
+        assert "\n" not in message

@@ -5,7 +5,8 @@ import json
 import os
 
 import torch
-from teacher_helpers import CONFIG, load_tool, tiny_cfg
+from teacher_helpers import CONFIG, tiny_cfg
+from tools_loader import load_tool
 
 from psdiff.teacher.crops import collate_crops
 from psdiff.teacher.model import TeacherModel

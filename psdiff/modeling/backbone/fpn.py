@@ -36,7 +36,6 @@ class FPNBackbone(nn.Module):
         self.out_features = ["p" + f[len("res"):] for f in self.in_features]
         self.out_channels = out_channels
         self.strides = {p: STAGE_STRIDES[f] for p, f in zip(self.out_features, self.in_features)}
-        self.size_divisibility = max(self.strides.values())
 
     def forward(self, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         """Normalized float images [B, 3, H, W] -> OrderedDict p2..p5 of [B, C, H/s, W/s]."""

@@ -1,6 +1,7 @@
 """Loading a local torchvision ImageNet checkpoint into a trunk, naming every key that differs.
 
-Never downloads: MODEL.BACKBONE.PRETRAINED is a path to a `.pth` state_dict as saved by
+Never downloads: MODEL.BACKBONE.PRETRAINED (and the teacher's TEACHER.BACKBONE.PRETRAINED) is a
+path to a `.pth` state_dict as saved by
 `torch.save(torchvision.models.resnet50(weights=...).state_dict(), path)`.
 """
 
@@ -15,41 +16,42 @@ from psdiff.utils.errors import PsdiffError
 logger = logging.getLogger(__name__)
 
 
-def _read_state_dict(path: str) -> dict:
-    """The tensors of a `.pth` file, or a PsdiffError naming the path."""
+def _read_state_dict(path: str, key: str) -> dict:
+    """The tensors of a `.pth` file, or a PsdiffError naming the config `key` and the path."""
     if not os.path.isfile(path):
-        raise PsdiffError(f"MODEL.BACKBONE.PRETRAINED: no such file: {path}")
+        raise PsdiffError(f"{key}: no such file: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling or zip error means the same thing to the user
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise PsdiffError(f"MODEL.BACKBONE.PRETRAINED: cannot read {path}: {reason}")
+        raise PsdiffError(f"{key}: cannot read {path}: {reason}")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PsdiffError(f"MODEL.BACKBONE.PRETRAINED: {path} is not a state_dict of tensors")
+        raise PsdiffError(f"{key}: {path} is not a state_dict of tensors")
     return state
 
 
 def load_pretrained(trunk: nn.Module, path: str, classifier_prefixes=(), new_prefixes=(),
-                    bgr_input_key: str = "") -> tuple:
+                    bgr_input_key: str = "", key: str = "MODEL.BACKBONE.PRETRAINED") -> tuple:
     """Load `path` into `trunk`; returns (missing, unexpected) key names, both also logged.
 
     Keys under `classifier_prefixes` (the ImageNet head, e.g. "fc.") are dropped on purpose;
     trunk keys under `new_prefixes` are layers no ImageNet checkpoint has, so not "missing".
     torchvision trains on RGB: `bgr_input_key` names the first conv's weight, whose input
     channels are reversed so the model's BGR images (INPUT.FORMAT) meet the filters they expect.
-    A key whose shape differs means a checkpoint of another architecture: PsdiffError.
+    A key whose shape differs means a checkpoint of another architecture: PsdiffError naming
+    `key`, the config key that gave `path`.
     """
-    state = _read_state_dict(path)
+    state = _read_state_dict(path, key)
     if bgr_input_key in state:
         state[bgr_input_key] = state[bgr_input_key].flip(1)
     dropped = [k for k in state if k.startswith(tuple(classifier_prefixes))]
     state = {k: v for k, v in state.items() if k not in dropped}
     own = trunk.state_dict()
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
+    for name, value in state.items():
+        if name in own and own[name].shape != value.shape:
             raise PsdiffError(
-                f"MODEL.BACKBONE.PRETRAINED: {path} holds {key} of shape {tuple(value.shape)}, the "
-                f"backbone expects {tuple(own[key].shape)} (a checkpoint of another architecture?)"
+                f"{key}: {path} holds {name} of shape {tuple(value.shape)}, the "
+                f"backbone expects {tuple(own[name].shape)} (a checkpoint of another architecture?)"
             )
     result = trunk.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(tuple(new_prefixes))]

@@ -19,11 +19,21 @@ from .pretrained import load_pretrained
 SWIN_SIZES = {"T": "swin_t", "S": "swin_s", "B": "swin_b"}
 
 
+def set_drop_path(features: nn.Module, rate: float) -> None:
+    """Stochastic depth `rate` at the last block, rising linearly from 0 at the first (Swin's
+    rule, as torchvision's, whose swin_t/s/b constructors fix the rate at 0.2/0.3/0.5)."""
+    blocks = [m for m in features.modules() if isinstance(m, torchvision.ops.StochasticDepth)]
+    for i, block in enumerate(blocks):
+        block.p = rate * i / max(len(blocks) - 1, 1)
+
+
 class SwinTrunk(nn.Module):
     """Swin stages `out_indices` (0..3, strides 4..32) as a dict "res2".."res5" in NCHW."""
 
-    def __init__(self, size: str = "B", out_indices=(0, 1, 2, 3), freeze_at: int = 0):
-        """`freeze_at` as Detectron2: 1 freezes the patch embedding, k also stages 1..k−1."""
+    def __init__(self, size: str = "B", out_indices=(0, 1, 2, 3), freeze_at: int = 0,
+                 drop_path: float = 0.3):
+        """`freeze_at` as Detectron2: 1 freezes the patch embedding, k also stages 1..k−1;
+        `drop_path`: stochastic depth rate of the last block (rising linearly from 0, as Swin)."""
         super().__init__()
         if size not in SWIN_SIZES:
             raise PsdiffError(f"MODEL.SWIN.SIZE = '{size}' is not one of {tuple(SWIN_SIZES)}")
@@ -32,7 +42,10 @@ class SwinTrunk(nn.Module):
                 f"MODEL.SWIN.OUT_FEATURES = {list(out_indices)} must be a subset of [0, 1, 2, 3]")
         if not 0 <= freeze_at <= 5:
             raise PsdiffError(f"MODEL.BACKBONE.FREEZE_AT = {freeze_at} is not in [0, 5]")
+        if not 0 <= drop_path < 1:
+            raise PsdiffError(f"MODEL.SWIN.DROP_PATH = {drop_path} is not in [0, 1)")
         features = getattr(torchvision.models, SWIN_SIZES[size])(weights=None).features
+        set_drop_path(features, drop_path)
         self.features = features[: 2 * max(out_indices) + 2]  # stages past the last output unbuilt
         embed_dim = self.features[0][0].out_channels
         self.channels = {f"res{i + 2}": embed_dim * 2**i for i in sorted(out_indices)}
@@ -63,7 +76,7 @@ class SwinTrunk(nn.Module):
 def build_swin_fpn_backbone(cfg) -> FPNBackbone:
     """Swin-{T,S,B} + FPN from MODEL.SWIN / MODEL.FPN / MODEL.BACKBONE."""
     trunk = SwinTrunk(cfg.MODEL.SWIN.SIZE, cfg.MODEL.SWIN.OUT_FEATURES,
-                      cfg.MODEL.BACKBONE.FREEZE_AT)
+                      cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.SWIN.DROP_PATH)
     if cfg.MODEL.BACKBONE.PRETRAINED:
         bgr_key = "features.0.0.weight" if cfg.INPUT.FORMAT == "BGR" else ""
         load_pretrained(trunk, cfg.MODEL.BACKBONE.PRETRAINED,
