@@ -69,7 +69,7 @@ def build_train_loader(cfg, dataset_dicts: list = None, mapper=None, start_iter:
     total = cfg.SOLVER.IMS_PER_BATCH
     if total % world:
         raise PsdiffError(f"SOLVER.IMS_PER_BATCH = {total} is not divisible by {world} ranks")
-    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    seed = cfg.SEED  # default_setup has replaced SEED < 0 by the run's drawn seed
     groups = None
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:  # landscape and portrait images batch apart
         groups = [int(d["width"] > d["height"]) for d in dicts]

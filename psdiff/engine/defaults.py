@@ -14,6 +14,7 @@ import tempfile
 import weakref
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from psdiff.config import get_cfg
@@ -25,7 +26,7 @@ from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWri
 from psdiff.utils.logger import setup_logger
 
 from . import hooks
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, unwrap_model
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 logger = logging.getLogger(__name__)
@@ -133,18 +134,44 @@ def _log_batch_and_lr(cfg, world_size: int) -> None:
     )
 
 
+def _draw_run_seed(cfg, resume: bool) -> int:
+    """Rank 0's seed for a run with SEED < 0: with --resume the one the resumed run drew
+    (its OUTPUT_DIR/config.yaml), else a fresh one."""
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    if resume and os.path.isfile(path):
+        with open(path) as f:
+            previous = int((yaml.safe_load(f) or {}).get("SEED", -1))
+        if previous >= 0:
+            return previous
+    return int.from_bytes(os.urandom(4), "big") % 2**31
+
+
+def _settle_seed(cfg, resume: bool) -> None:
+    """Replace SEED < 0 in `cfg` (in place, frozen or not) by one seed drawn on rank 0 and
+    shared, so config.yaml, the checkpoints and every loader see the same value and a
+    resumed run continues the same random streams."""
+    if cfg.SEED >= 0:
+        return
+    seed = comm.all_gather(comm.run_on_main(lambda: _draw_run_seed(cfg, resume)))[0]
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.SEED = seed
+    if frozen:
+        cfg.freeze()
+
+
 def default_setup(cfg, args) -> None:
-    """Prepare a run: check OUTPUT_DIR, start logging, record the environment, git commit,
-    arguments and merged config (OUTPUT_DIR/config.yaml, or config_eval.yaml with
-    --eval-only so the training's record is kept), seed every generator, log world size,
-    batch and lr."""
+    """Prepare a run: check OUTPUT_DIR, start logging, settle SEED < 0 into a drawn seed,
+    record the environment, git commit, arguments and merged config (OUTPUT_DIR/config.yaml,
+    or config_eval.yaml with --eval-only so the training's record is kept), seed every
+    generator, log world size, batch and lr."""
     output_dir = cfg.OUTPUT_DIR
     rank, world_size = comm.get_rank(), comm.get_world_size()
-    if comm.is_main_process():
-        _check_output_dir(output_dir)
-    comm.synchronize()
+    comm.run_on_main(lambda: _check_output_dir(output_dir))
     setup_logger(output_dir, distributed_rank=rank, name="psdiff")
     _check_device(cfg)
+    drawn = cfg.SEED < 0
+    _settle_seed(cfg, getattr(args, "resume", False))
     logger.info(f"Rank of current process: {rank}. World size: {world_size}")
     logger.info("Environment info:\n" + collect_env_info())
     logger.info(f"git commit: {get_git_commit()}")
@@ -156,9 +183,9 @@ def default_setup(cfg, args) -> None:
         with open(path, "w") as f:
             f.write(cfg.dump())
         logger.info(f"Full config saved to {path}")
-    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    logger.info(f"Seed of rank {rank}: {seed} (SEED {cfg.SEED} + rank)" if cfg.SEED >= 0
-                else f"Seed of rank {rank}: {seed} (SEED < 0: drawn at random)")
+    seed = seed_all_rng(cfg.SEED + rank)
+    how = "; SEED < 0 was given: drawn at random, saved in config.yaml" if drawn else ""
+    logger.info(f"Seed of rank {rank}: {seed} (SEED {cfg.SEED} + rank{how})")
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     if not getattr(args, "eval_only", False):
         _log_batch_and_lr(cfg, world_size)
@@ -172,8 +199,15 @@ def save_eval_results(cfg, results: dict) -> None:
         print(json.dumps(results, sort_keys=True))
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+def _distributed(model: torch.nn.Module, cuda: bool) -> DistributedDataParallel:
+    """DDP over the ranks. Trainable BatchNorm would keep per-rank statistics: on CUDA it
+    becomes SyncBatchNorm (same parameter objects, so the optimizer is unchanged); gloo has no
+    SyncBatchNorm, so on CPU rank 0's BN buffers are broadcast before every forward."""
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_bn and cuda:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if cuda else None,
+                                   broadcast_buffers=has_bn and not cuda)
 
 
 class DefaultTrainer(TrainerBase):
@@ -186,15 +220,16 @@ class DefaultTrainer(TrainerBase):
 
     def __init__(self, cfg):
         super().__init__()
+        if cfg.SEED < 0:
+            raise PsdiffError(f"SEED {cfg.SEED}: default_setup draws the run's seed; call it "
+                              "before building the trainer, or set SEED >= 0")
         cfg = auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
-        if comm.is_main_process():
-            _check_output_dir(cfg.OUTPUT_DIR)
+        comm.run_on_main(lambda: _check_output_dir(cfg.OUTPUT_DIR))
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         if comm.get_world_size() > 1:
-            device_ids = [comm.get_local_rank()] if cfg.MODEL.DEVICE.startswith("cuda") else None
-            model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+            model = _distributed(model, cfg.MODEL.DEVICE.startswith("cuda"))
         self.model = model
         grad_clip = build_gradient_clipper(cfg)
         if cfg.SOLVER.AMP.ENABLED:
@@ -299,7 +334,7 @@ class DefaultTrainer(TrainerBase):
         dataset name when there are several), with the model in eval mode meanwhile."""
         from psdiff.evaluation import evaluate
 
-        model = _unwrap(model)
+        model = unwrap_model(model)
         was_training = model.training
         model.eval()
         results = {}

@@ -48,16 +48,20 @@ def _set_local_group(num_machines: int, machine_rank: int, num_per_machine: int)
 
 
 _INTERRUPTED = 130  # exit status of a worker stopped by Ctrl-C (after saving its state)
+_REPORTED = 2  # exit status of a worker that printed its `error: ...` line
+_GRACE_S = 10  # after a worker fails, how long the others may take to report and exit
 
 
 def _run_reporting_errors(main_func, args) -> None:
     """Run a worker's main; a PsdiffError is printed as one line and the worker exits with 2,
-    an interrupt (state saved) exits with 130, both without a traceback."""
+    an interrupt (state saved) exits with 130, both without a traceback. Rank 0's error
+    re-raised on another rank (MainProcessError) is printed by rank 0 alone."""
     try:
         main_func(*args)
     except PsdiffError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        if not isinstance(e, comm.MainProcessError):
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(_REPORTED)
     except KeyboardInterrupt:
         sys.exit(_INTERRUPTED)
     finally:
@@ -138,11 +142,12 @@ def launch_from_args(main_func, args, cfg) -> None:
 
 def _join(context) -> None:
     """Wait for the workers. A first Ctrl-C lets them finish their iteration and checkpoint
-    (they receive it too); a second one stops them at once."""
+    (they receive it too); a second one stops them at once. A worker that printed its error
+    line ends this process with the same status 2 (SystemExit) and no second message."""
     interrupts = 0
     while True:
         try:
-            if context.join():
+            if context.join(grace_period=_GRACE_S):
                 return
         except KeyboardInterrupt:
             interrupts += 1
@@ -154,4 +159,6 @@ def _join(context) -> None:
         except mp.ProcessExitedException as e:
             if e.exit_code == _INTERRUPTED:
                 raise KeyboardInterrupt(f"worker {e.error_index} stopped") from None
+            if e.exit_code == _REPORTED:  # its error line is printed already
+                sys.exit(_REPORTED)
             raise PsdiffError(f"worker {e.error_index} exited with status {e.exit_code}") from None

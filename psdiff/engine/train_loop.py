@@ -258,13 +258,21 @@ class SimpleTrainer(TrainerBase):
             self.grad_clip([p for g in self.optimizer.param_groups for p in g["params"]])
 
     def _check_finite(self, losses: dict) -> None:
-        """Stop before a non-finite loss reaches the weights (the last checkpoint stays good)."""
-        if not all(math.isfinite(v) for v in losses.values()):
-            terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(losses.items()))
-            raise NonFiniteLossError(
-                f"non-finite loss at iteration {self.iter}: {terms}; training stopped, "
-                "the last checkpoint is intact (resume with --resume)"
-            )
+        """Stop every rank before a non-finite loss on any of them reaches the weights (the
+        last checkpoint stays good); each rank raises the same message."""
+        def finite(values: dict) -> bool:
+            return all(math.isfinite(v) for v in values.values())
+
+        if not _any_rank(not finite(losses)):
+            return
+        per_rank = comm.all_gather(losses)
+        rank = next(r for r, values in enumerate(per_rank) if not finite(values))
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(per_rank[rank].items()))
+        where = f" on rank {rank}" if len(per_rank) > 1 else ""
+        raise NonFiniteLossError(
+            f"non-finite loss at iteration {self.iter}{where}: {terms}; training stopped, "
+            "the last checkpoint is intact (resume with --resume)"
+        )
 
     def _write_metrics(self, values: dict, data_time: float) -> None:
         """Average every scalar over ranks (data time: the slowest rank) into the storage."""

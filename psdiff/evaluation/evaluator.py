@@ -107,9 +107,10 @@ class PersonSearchEvaluator:
     def predictions(self) -> Optional[Predictions]:
         """The gathered outputs as a `Predictions` in dataset order (rank 0; None elsewhere)."""
         gathered = self._gathered()
-        if gathered is None:
-            return None
-        gallery_outputs, query_embeddings = gathered
+        return None if gathered is None else self._predictions(*gathered)
+
+    def _predictions(self, gallery_outputs: dict, query_embeddings: dict) -> Predictions:
+        """The merged outputs in dataset order; every image and query must have one."""
         missing = [r["image_id"] for r in self.gallery if r["image_id"] not in gallery_outputs]
         missing_queries = [i for i in range(len(self.queries)) if i not in query_embeddings]
         if missing or missing_queries:
@@ -127,10 +128,14 @@ class PersonSearchEvaluator:
         )
 
     def evaluate(self) -> dict:
-        """Gather, save predictions.npz, compute and save the metrics; `{}` on ranks > 0."""
-        predictions = self.predictions()
-        if predictions is None:
-            return {}
+        """Gather, save predictions.npz, compute and save the metrics; `{}` on ranks > 0. An
+        error on rank 0 is raised on every rank (none waits for rank 0 at a barrier)."""
+        gathered = self._gathered()  # a collective: every rank takes part
+        metrics = comm.run_on_main(lambda: self._score(self._predictions(*gathered)))
+        return metrics if comm.is_main_process() else {}
+
+    def _score(self, predictions: Predictions) -> dict:
+        """Rank 0's part of `evaluate`."""
         if self.output_dir and self.save_predictions:
             path = os.path.join(self.output_dir, "predictions.npz")
             predictions.save(path)

@@ -13,11 +13,11 @@ import json
 import logging
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from psdiff.data.catalog import get_search_split, get_train_dicts, resolve_root
 from psdiff.engine import DefaultTrainer, HookBase
+from psdiff.engine.checkpoint import unwrap_model
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError
 
@@ -41,16 +41,6 @@ def build_crop_dataset(cfg, train: bool = True) -> CropDataset:
                        erasing_prob=cfg.TEACHER.RANDOM_ERASING)
 
 
-def _shared_seed(cfg, iteration: int) -> int:
-    """A seed equal on every rank: SEED + iteration, or one drawn on rank 0 if SEED < 0."""
-    base = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    return base + iteration
-
-
-def _unwrap(model):
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 class MemoryRefresh(HookBase):
     """Rebuilds the HHCL memory from the current network (HHCL re-initializes every epoch).
 
@@ -66,8 +56,8 @@ class MemoryRefresh(HookBase):
 
     def _refresh(self, iteration: int, with_queue: bool) -> None:
         t = self.cfg.TEACHER
-        initialize_memory(_unwrap(self.trainer.model), self.crops, t.INPUT_SIZE,
-                          _shared_seed(self.cfg, iteration),
+        initialize_memory(unwrap_model(self.trainer.model), self.crops, t.INPUT_SIZE,
+                          self.cfg.SEED + iteration,
                           with_queue=with_queue and t.USE_UNLABELED, queue_size=t.QUEUE_SIZE,
                           num_workers=self.cfg.DATALOADER.NUM_WORKERS)
 
@@ -108,7 +98,7 @@ class TeacherTrainer(DefaultTrainer):
         crops = build_crop_dataset(cfg, train=True)
         sampler = PKBatchSampler(crops.labels, crops.groups, t.P, t.K,
                                  t.NUM_UNLABELED if t.USE_UNLABELED else 0,
-                                 seed=_shared_seed(cfg, 0), rank=comm.get_rank(),
+                                 seed=cfg.SEED, rank=comm.get_rank(),
                                  world_size=comm.get_world_size())
         batches = _Skip(sampler, start_iter)
         return DataLoader(crops, batch_sampler=batches, num_workers=cfg.DATALOADER.NUM_WORKERS,
@@ -117,7 +107,7 @@ class TeacherTrainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model) -> dict:
         """Teacher retrieval (mAP, top-1) on ground-truth crops of every DATASETS.TEST set."""
-        model = _unwrap(model)
+        model = unwrap_model(model)
         network = model.network if isinstance(model, TeacherModel) else model
         root = resolve_root(cfg.DATASETS.ROOT)
         results = {}

@@ -4,9 +4,10 @@ Every part that shards data or reduces values across ranks uses these, so a sing
 without `torch.distributed` initialized behaves as rank 0 of a world of 1.
 """
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from .errors import PsdiffError
 
 _LOCAL_PROCESS_GROUP = None  # set by the launcher: the ranks on this machine
 
@@ -85,7 +86,24 @@ def reduce_dict(values: dict, average: bool = True) -> dict:
     return dict(zip(names, stacked))
 
 
-def shared_random_seed() -> int:
-    """A random integer drawn on rank 0 and shared with every rank."""
-    seed = int(np.random.randint(2**31))
-    return all_gather(seed)[0]
+class MainProcessError(PsdiffError):
+    """Rank 0's error, raised on the other ranks by `run_on_main` (rank 0 reports it)."""
+
+
+def run_on_main(fn):
+    """Run `fn()` on rank 0 only; returns its result there (None elsewhere). If it raises,
+    rank 0 re-raises the error and every other rank raises MainProcessError naming it, so no
+    rank is left waiting for rank 0 at the next collective. Call it on every rank."""
+    result, error, message = None, None, None
+    if is_main_process():
+        try:
+            result = fn()
+        except Exception as e:
+            error = e
+            message = str(e) if isinstance(e, PsdiffError) else f"{type(e).__name__}: {e}"
+    message = all_gather(message)[0]
+    if error is not None:
+        raise error
+    if message is not None:
+        raise MainProcessError(f"on rank 0: {message}")
+    return result

@@ -28,13 +28,15 @@ def get_event_storage() -> "EventStorage":
 
 
 class EventStorage:
-    """Scalars by name, each a history of (value, iteration), plus the current iteration."""
+    """Scalars by name, each a history of (value, iteration), plus the current iteration and
+    the one training started (or resumed) at."""
 
     def __init__(self, start_iter: int = 0):
         self._history = defaultdict(HistoryBuffer)
         self._smoothing_hints = {}
         self._latest_scalars = {}
         self._iter = start_iter
+        self.start_iter = start_iter
 
     def put_scalar(self, name: str, value, smoothing_hint: bool = True) -> None:
         """Record `value` for `name` at the current iteration. `smoothing_hint` tells writers
@@ -109,16 +111,41 @@ def _new_scalars_by_iter(storage: EventStorage, last_write: int, window_size: in
     return dict(sorted(by_iter.items()))
 
 
+def _truncate_from(path: str, start_iter: int) -> None:
+    """Cut the JSON-lines file `path` (if any) before its first line of an iteration >=
+    `start_iter`, or its first unreadable line (a write cut short by a crash)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "r+b") as f:
+        keep = 0
+        for line in f:
+            try:
+                if json.loads(line)["iteration"] >= start_iter:
+                    break
+            except (ValueError, KeyError, TypeError):
+                break
+            keep += len(line)
+        f.truncate(keep)
+
+
 class JSONWriter(EventWriter):
-    """Appends one JSON object per iteration with its new scalars to `metrics.json`."""
+    """Appends one JSON object per iteration with its new scalars to `metrics.json`.
+
+    The file is opened at the first write, after dropping its lines from the storage's
+    `start_iter` on: a run resumed after a crash overwrites what the crashed run logged past
+    its last checkpoint, so the file reads as one clean run (a fresh run starts it anew)."""
 
     def __init__(self, json_file: str, window_size: int = 20):
-        self._file_handle = open(json_file, "a")
+        self._json_file = json_file
+        self._file_handle = None
         self._window_size = window_size
         self._last_write = -1
 
     def write(self) -> None:
         storage = get_event_storage()
+        if self._file_handle is None:
+            _truncate_from(self._json_file, storage.start_iter)
+            self._file_handle = open(self._json_file, "a")
         new = _new_scalars_by_iter(storage, self._last_write, self._window_size)
         for itr, scalars in new.items():
             line = json.dumps({"iteration": itr, **scalars}, sort_keys=True)
@@ -128,7 +155,8 @@ class JSONWriter(EventWriter):
         os.fsync(self._file_handle.fileno())
 
     def close(self) -> None:
-        self._file_handle.close()
+        if self._file_handle is not None:
+            self._file_handle.close()
 
 
 class TensorboardXWriter(EventWriter):

@@ -151,6 +151,19 @@ class InterruptRank(HookBase):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+class PoisonRank(HookBase):
+    """Sets the head bias to NaN after iteration `at`, on rank `rank` only: its next loss is
+    NaN while the other ranks' are finite."""
+
+    def __init__(self, at: int, rank: int):
+        self.at, self.rank = at, rank
+
+    def after_step(self):
+        if self.trainer.iter == self.at and comm.get_rank() == self.rank:
+            with torch.no_grad():
+                self.trainer.model.module.head.bias.fill_(float("nan"))
+
+
 def distributed_main(output_dir: str, max_iter: int, resume: bool = False, interrupt_at=None):
     """One rank of the DDP checks: set up the run, train the quiet toy (optionally resuming,
     or interrupting rank 1 after iteration `interrupt_at`), save the weights it ends with."""
@@ -166,6 +179,23 @@ def distributed_main(output_dir: str, max_iter: int, resume: bool = False, inter
     trainer.train()
     module = trainer.model.module if comm.get_world_size() > 1 else trainer.model
     torch.save(module.state_dict(), f"{output_dir}/weights_rank{comm.get_rank()}.pt")
+
+
+def nan_on_rank_1(output_dir: str) -> None:
+    """One rank of the NaN check: train the quiet toy (no run setup, only the loop matters);
+    rank 1's loss turns NaN at iteration 3."""
+    trainer = QuietToyTrainer(toy_cfg(output_dir, SOLVER__MAX_ITER=6))
+    trainer.register_hooks([PoisonRank(2, rank=1)])
+    trainer.train()
+
+
+def save_then_synchronize(save_dir: str) -> None:
+    """One rank of the rank-0-failure check: save a checkpoint (rank 0 writes it), then meet
+    at a barrier, as the training loop's hooks do."""
+    from psdiff.engine import Checkpointer
+
+    Checkpointer(ToyModel(), save_dir).save("toy")
+    comm.synchronize()
 
 
 if __name__ == "__main__":  # under torchrun: launch() joins the group torchrun set up

@@ -1,13 +1,13 @@
 """tools/train_net.py: one-line errors, the run record (config.yaml, log.txt), auto-scaling."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from engine_toys import toy_cfg
+from engine_toys import ToyTrainer, toy_cfg
+from tools_loader import load_tool
 
 from psdiff.engine import auto_scale_workers, default_argument_parser, default_setup, setup_cfg
 from psdiff.utils.errors import PsdiffError
@@ -16,15 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
-def _load_train_net():
-    spec = importlib.util.spec_from_file_location("train_net", TRAIN_NET)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _error_line(capsys, argv):
-    status = _load_train_net().run(argv)
+    status = load_tool("train_net").run(argv)
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("error: "), err
@@ -110,7 +103,7 @@ def test_eval_only_accepts_the_config_yaml_a_run_saved(tmp_path, capsys):
     cfg = setup_cfg(args)
     default_setup(cfg, args)  # what a training run does first: writes run/config.yaml
     Checkpointer(build_model(cfg), str(output)).save("model_final")
-    status = _load_train_net().run([
+    status = load_tool("train_net").run([
         "--config-file", str(output / "config.yaml"), "--eval-only",
         "MODEL.WEIGHTS", str(output / "model_final.pth"),
     ])
@@ -122,11 +115,26 @@ def test_eval_only_accepts_the_config_yaml_a_run_saved(tmp_path, capsys):
     assert (output / "config_eval.yaml").exists()
 
 
-def test_negative_seed_draws_and_logs_a_seed(tmp_path):
+def _setup_seed(tmp_path, *flags) -> int:
+    """default_setup with SEED -1 (and `flags`); returns the SEED it settled in the config,
+    after checking the log line and config.yaml hold the same value."""
     args = default_argument_parser().parse_args(
-        ["OUTPUT_DIR", str(tmp_path), "MODEL.DEVICE", "cpu", "SEED", "-1"])
-    default_setup(setup_cfg(args), args)
+        [*flags, "OUTPUT_DIR", str(tmp_path), "MODEL.DEVICE", "cpu", "SEED", "-1"])
+    cfg = setup_cfg(args)
+    default_setup(cfg, args)
     log = open(tmp_path / "log.txt").read()
-    line = next(line for line in log.splitlines() if "Seed of rank 0:" in line)
-    seed = int(line.split("Seed of rank 0: ")[1].split()[0])
-    assert 0 <= seed < 2**31 and "drawn at random" in line
+    line = [line for line in log.splitlines() if "Seed of rank 0:" in line][-1]
+    assert int(line.split("Seed of rank 0: ")[1].split()[0]) == cfg.SEED
+    assert "drawn at random" in line and cfg.is_frozen()
+    assert setup_cfg(default_argument_parser().parse_args(
+        ["--config-file", str(tmp_path / "config.yaml")])).SEED == cfg.SEED
+    return cfg.SEED
+
+
+def test_negative_seed_is_drawn_once_saved_and_reused_on_resume(tmp_path):
+    seed = _setup_seed(tmp_path)
+    assert 0 <= seed < 2**31
+    assert _setup_seed(tmp_path, "--resume") == seed  # the resumed run keeps its streams
+    # a trainer (and its loaders) never sees an unsettled seed
+    with pytest.raises(PsdiffError, match="SEED -1: default_setup draws"):
+        ToyTrainer(toy_cfg(tmp_path, SEED=-1))

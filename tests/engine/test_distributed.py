@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from engine_toys import distributed_main
+from engine_toys import distributed_main, nan_on_rank_1, save_then_synchronize
 
 from psdiff.engine import launch
 
@@ -68,3 +68,30 @@ def test_torchrun_workers_join_one_group(tmp_path):
     )
     _assert_equal(_weights(tmp_path, 0), _weights(tmp_path, 1))
     assert "World size: 2" in open(tmp_path / "log.txt").read()
+
+
+def _error_lines(capfd) -> list:
+    """The `error: ...` lines the workers printed."""
+    return [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+
+
+def test_nan_loss_on_one_rank_stops_every_rank_at_that_iteration(tmp_path, capfd):
+    with pytest.raises(SystemExit) as exit_:
+        launch(nan_on_rank_1, 2, args=(str(tmp_path),), backend="gloo")
+    assert exit_.value.code == 2  # no second "worker exited" line from the launcher
+    errors = _error_lines(capfd)
+    # both ranks raised (rank 0's own loss was finite), naming the rank and every loss term
+    assert len(errors) == 2 and errors[0] == errors[1]
+    assert errors[0].startswith(
+        "error: non-finite loss at iteration 3 on rank 1: loss_l1=nan, loss_mse=nan;")
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000002.pth"
+
+
+def test_failed_write_on_rank_0_stops_every_rank_with_one_line(tmp_path, capfd):
+    missing = tmp_path / "missing"
+    with pytest.raises(SystemExit) as exit_:
+        launch(save_then_synchronize, 2, args=(str(missing),), backend="gloo")
+    assert exit_.value.code == 2
+    # rank 0 reports its error; rank 1 raises it too (no wait at the barrier) but is silent
+    assert _error_lines(capfd) == [
+        f"error: cannot write checkpoint {missing}/toy.pth: No such file or directory"]

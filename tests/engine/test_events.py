@@ -96,3 +96,18 @@ def test_json_writer_smooths_losses_with_window_median(tmp_path):
         writer.close()
     (line,) = [json.loads(line) for line in open(tmp_path / "metrics.json")]
     assert line == {"iteration": 5, "loss": float(np.median(values[-4:])), "lr": 1000.0}
+
+
+def test_json_writer_drops_lines_from_the_resumed_iteration_on(tmp_path):
+    # a crashed run logged iterations 0..5 and was cut mid-line; the resume starts at 3
+    path = tmp_path / "metrics.json"
+    old = [json.dumps({"iteration": i, "loss": float(i)}) for i in range(6)]
+    path.write_text("\n".join(old) + '\n{"iteration": 6, "lo')
+    with EventStorage(start_iter=3) as storage:
+        writer = JSONWriter(str(path))
+        storage.put_scalar("loss", 30.0, smoothing_hint=False)
+        writer.write()
+        writer.close()
+    lines = [json.loads(line) for line in open(path)]
+    assert lines == [{"iteration": i, "loss": float(i)} for i in range(3)] + [
+        {"iteration": 3, "loss": 30.0}]

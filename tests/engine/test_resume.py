@@ -1,5 +1,6 @@
 """Stopping and resuming gives the weights of an uninterrupted run, bit for bit."""
 
+import json
 import os
 import signal
 
@@ -43,6 +44,12 @@ def _run(cfg, resume=False, extra_hook=None):
     return trainer
 
 
+def _logged_iterations(output_dir) -> list:
+    """The iteration of every line of OUTPUT_DIR/metrics.json, in file order."""
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line)["iteration"] for line in f]
+
+
 def _assert_same_state(a, b):
     for (name, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(pa, pb), name
@@ -76,9 +83,13 @@ def test_crash_then_resume_from_periodic_checkpoint_is_bit_identical(tmp_path, u
     # period 3: iterations 2 and 5 were saved; the crash at 7 saved nothing
     assert open(tmp_path / "last_checkpoint").read() == "model_0000005.pth"
     assert not (tmp_path / "model_final.pth").exists()
+    crashed_log = _logged_iterations(tmp_path)
+    assert crashed_log[-1] == 6  # logged past the checkpoint when the crash stopped the writers
     resumed = _run(cfg, resume=True)
     assert resumed.start_iter == 6
     _assert_same_state(uninterrupted, resumed)
+    # metrics.json reads as one run: the lines of iteration 6 on come from the resumed run
+    assert _logged_iterations(tmp_path) == _logged_iterations(uninterrupted.cfg.OUTPUT_DIR)
 
 
 def test_resume_differs_without_rng_restore(tmp_path, uninterrupted):
