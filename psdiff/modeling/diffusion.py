@@ -78,17 +78,6 @@ def embeddings_to_signal(e: torch.Tensor, scale: float, norm: str) -> torch.Tens
     return unit * scale
 
 
-def unit_scale(norm: str, dim: int) -> float:
-    """The factor taking Norm space back to unit-L2 size, where Eq. 14's loss is measured.
-
-    With "l2_sqrt_dim" an L2 distance in Norm space is √D times the distance of unit vectors,
-    which would multiply λ_reid by √D (16 at D = 256); measured at unit size, λ_reid = 5 keeps
-    the paper's balance with the box losses whatever Norm is chosen.
-    """
-    _check_norm(norm)
-    return 1.0 / math.sqrt(dim) if norm == "l2_sqrt_dim" else 1.0
-
-
 def signal_to_embeddings(x: torch.Tensor, scale: float, norm: str) -> torch.Tensor:
     """Noisy signal back to a unit-L2 embedding: clamp to [−s, s] like boxes, then normalize.
 

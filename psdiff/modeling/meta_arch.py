@@ -207,9 +207,7 @@ class PSDiff(nn.Module):
             targets.append({
                 "boxes": gt_boxes,
                 "image_size": size,
-                "embeddings": diffusion.embeddings_to_signal(
-                    gt_embs, diffusion.unit_scale(self.emb_norm, gt_embs.shape[-1]), self.emb_norm
-                ),
+                "embeddings": diffusion.embeddings_to_signal(gt_embs, 1.0, self.emb_norm),
             })
         return targets, torch.stack(noisy_boxes), torch.stack(noisy_embs), torch.cat(steps)
 
@@ -237,9 +235,7 @@ class PSDiff(nn.Module):
         features, _, whwh = self.extract_features(batched_inputs)
         targets, box_signal, emb_signal, t = self.prepare_targets(batched_inputs, whwh)
         outputs = self.cdl(features, self.signal_to_abs_boxes(box_signal, whwh), emb_signal, t)
-        # Eq. 14 is measured between unit-size embeddings (see diffusion.unit_scale)
-        scale = diffusion.unit_scale(self.emb_norm, outputs["pred_embeddings"].shape[-1])
-        outputs["pred_embeddings"] = outputs["pred_embeddings"] * scale
+        # Eq. 14 in Norm space, values in [-1, 1] as Eq. 10 rescales them (docs/design-notes.md)
         return self.criterion(outputs, targets)
 
     # --- inference (Algorithm 2) --------------------------------------------------------------
