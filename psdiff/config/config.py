@@ -33,6 +33,16 @@ def _unknown_key_error(key, valid, where):
     )
 
 
+def _as_float_if_int(default, value):
+    """`1` where the default is a float means 1.0 (yacs would reject the int's type)."""
+    if isinstance(default, float) and not isinstance(default, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return float(value)
+    return value
+
+
 class CfgNode(_FvcoreCfgNode):
     """A config tree; merging a YAML file or a KEY VALUE list rejects unknown keys clearly."""
 
@@ -41,6 +51,21 @@ class CfgNode(_FvcoreCfgNode):
         for key in _flat_keys(loaded):
             if key not in valid and not self._is_new_allowed(key):
                 raise _unknown_key_error(key, valid, where)
+
+    def _lookup(self, key):
+        node = self
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def _coerce_ints(self, loaded, prefix=""):
+        """Turn ints given for float keys into floats, in place (keys already checked)."""
+        for name, value in loaded.items():
+            full = prefix + name
+            if isinstance(value, dict):
+                self._coerce_ints(value, full + ".")
+            elif not self._is_new_allowed(full):
+                loaded[name] = _as_float_if_int(self._lookup(full), value)
 
     def _is_new_allowed(self, key):
         node = self
@@ -60,6 +85,7 @@ class CfgNode(_FvcoreCfgNode):
             raise PsdiffError(f"cannot read config file {cfg_filename}: {e}".splitlines()[0])
         loaded = type(self)(loaded)
         self._check_keys(loaded, cfg_filename)
+        self._coerce_ints(loaded)
         self._merge_checked(loaded, cfg_filename)
 
     def merge_from_list(self, cfg_list):
@@ -70,6 +96,10 @@ class CfgNode(_FvcoreCfgNode):
         for key in cfg_list[0::2]:
             if key not in valid and not self._is_new_allowed(key):
                 raise _unknown_key_error(key, valid, "the command-line overrides")
+        cfg_list = list(cfg_list)
+        for i in range(0, len(cfg_list), 2):
+            if cfg_list[i] in valid:
+                cfg_list[i + 1] = _as_float_if_int(self._lookup(cfg_list[i]), cfg_list[i + 1])
         try:
             super().merge_from_list(cfg_list)
         except (ValueError, AssertionError, KeyError) as e:

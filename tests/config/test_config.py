@@ -68,3 +68,17 @@ def test_type_mismatch_is_one_line():
     with pytest.raises(PsdiffError) as err:
         get_cfg().merge_from_list(["SOLVER.MAX_ITER", "'many'"])
     assert "\n" not in str(err.value) and "SOLVER.MAX_ITER" in str(err.value)
+
+
+def test_an_int_for_a_float_key_is_taken_as_float(tmp_path):
+    path = tmp_path / "ints.yaml"
+    path.write_text("MODEL:\n  PSDIFF:\n    SNR_BOX: 1\nSOLVER:\n  MAX_ITER: 10\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(["MODEL.PSDIFF.REID_WEIGHT", "80", "SOLVER.BASE_LR", 1])
+    assert type(cfg.MODEL.PSDIFF.SNR_BOX) is float and cfg.MODEL.PSDIFF.SNR_BOX == 1.0
+    assert type(cfg.MODEL.PSDIFF.REID_WEIGHT) is float and cfg.MODEL.PSDIFF.REID_WEIGHT == 80.0
+    assert type(cfg.SOLVER.BASE_LR) is float
+    assert type(cfg.SOLVER.MAX_ITER) is int  # int keys stay ints
+    with pytest.raises(PsdiffError, match="SOLVER.MAX_ITER"):
+        get_cfg().merge_from_list(["SOLVER.MAX_ITER", "1.5"])  # a float is no int
