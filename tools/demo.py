@@ -2,7 +2,7 @@
 """Search one's own images: a query person (image + box) against a folder of gallery images.
 
     tools/demo.py --config-file output/run/config.yaml --query-image q.jpg \
-        --query-box 120 40 210 330 --gallery photos/ --top-k 10 --output output/search \
+        --query-box 120 40 210 330 --gallery photos/ --top-k 10 --output-dir output/search \
         MODEL.WEIGHTS output/run/model_final.pth MODEL.DEVICE cpu
 
 The gallery is a folder (its image files) or a quoted glob ("photos/*.jpg"). Writes to the
@@ -40,7 +40,7 @@ def parse_args(argv=None):
                         metavar=("X1", "Y1", "X2", "Y2"), help="the person's box, in pixels")
     parser.add_argument("--gallery", required=True, help="folder of images, or a glob pattern")
     parser.add_argument("--top-k", type=int, default=10, help="hits to keep and show")
-    parser.add_argument("--output", default="output/search", help="folder for the results")
+    parser.add_argument("--output-dir", default="output/search", help="folder for the results")
     parser.add_argument("--det-thresh", type=float, default=None,
                         help="detections scoring >= this are ranked (TEST.DET_THRESH_SEARCH)")
     parser.add_argument("--cws", action=argparse.BooleanOptionalAction, default=None,
@@ -112,10 +112,10 @@ def search(args) -> None:
     predictor = SearchPredictor(cfg)
     result = predictor.search(args.query_image, box, gallery, args.top_k, args.det_thresh,
                               args.cws)
-    write_outputs(result, args.query_image, box, args.output)
+    write_outputs(result, args.query_image, box, args.output_dir)
     print(table(result))
     print(f"{len(result.hits)} hits of {sum(int(i['ranked'].sum()) for i in result.images)} "
-          f"detections in {len(gallery)} images; results in {args.output}")
+          f"detections in {len(gallery)} images; results in {args.output_dir}")
 
 
 if __name__ == "__main__":

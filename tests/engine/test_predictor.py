@@ -120,7 +120,7 @@ def _assert_same_ranking(hits, expected):
 
 def test_demo_ranks_every_detection_and_writes_pictures(run, tmp_path, capsys):
     out = tmp_path / "out"
-    assert demo.main(_argv(run, "--top-k", "1000", "--det-thresh", "0", "--output",
+    assert demo.main(_argv(run, "--top-k", "1000", "--det-thresh", "0", "--output-dir",
                            str(out))) == 0
     expected = _independent_detections(run)
     ranking = json.loads((out / "ranking.json").read_text())
@@ -147,7 +147,7 @@ def test_demo_ranks_every_detection_and_writes_pictures(run, tmp_path, capsys):
 
 def test_demo_top_k_and_cws_match_the_independent_ranking(run, tmp_path):
     out = tmp_path / "out"
-    assert demo.main(_argv(run, "--top-k", "3", "--det-thresh", "0", "--cws", "--output",
+    assert demo.main(_argv(run, "--top-k", "3", "--det-thresh", "0", "--cws", "--output-dir",
                            str(out))) == 0
     ranking = json.loads((out / "ranking.json").read_text())
     assert ranking["cws"] is True
@@ -158,7 +158,7 @@ def test_demo_top_k_and_cws_match_the_independent_ranking(run, tmp_path):
 def test_demo_no_cws_overrides_the_config(run, tmp_path):
     assert demo.parse_args(_argv(run)).cws is None  # None: TEST.CWS decides
     out = tmp_path / "out"
-    argv = _argv(run, "--no-cws", "--top-k", "2", "--output", str(out)) + ["TEST.CWS", "True"]
+    argv = _argv(run, "--no-cws", "--top-k", "2", "--output-dir", str(out)) + ["TEST.CWS", "True"]
     assert demo.main(argv) == 0
     assert json.loads((out / "ranking.json").read_text())["cws"] is False
 
@@ -229,7 +229,7 @@ def test_bad_input_is_one_error_line(run, tmp_path, capsys):
     _scene(broken / "a.png", 96, 128, 0)
     (broken / "z.jpg").write_bytes(b"not a jpeg")
     assert f"cannot read image {broken / 'z.jpg'}" in _error(
-        capsys, _argv(run, "--output", str(tmp_path / "out"), gallery=broken))
+        capsys, _argv(run, "--output-dir", str(tmp_path / "out"), gallery=broken))
     assert "top-k" in _error(capsys, _argv(run, "--top-k", "0"))
 
 
