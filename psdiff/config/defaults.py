@@ -64,6 +64,10 @@ _C.MODEL.PSDIFF.USE_SA = True  # self-attention over detection features F_d (Tab
 _C.MODEL.PSDIFF.USE_DC = True  # dynamic conv with kernels from ReID features F_r (Table IV b)
 _C.MODEL.PSDIFF.USE_CA = True  # cross-attention, F_r queries F_d (Table IV b)
 _C.MODEL.PSDIFF.CASCADED = True  # True: F_c -> e0 -> boxes (cascaded); False: parallel (IV c)
+_C.MODEL.PSDIFF.NUM_PASSES = 1  # CDL applications per step (shared weights); each one supervised
+_C.MODEL.PSDIFF.SA_TOKENS = "bins"  # self-attention over "bins" (each RoI bin) or one "box" vector
+_C.MODEL.PSDIFF.DC_POOLING = "weighted_sum"  # dynamic-conv output over bins: or "flatten" (Linear)
+_C.MODEL.PSDIFF.EMB_PARTS = 0  # horizontal RoI stripes read by the embedding head; 0 = none
 # Dual noise generator (Eq. 10)
 _C.MODEL.PSDIFF.NUM_TIMESTEPS = 1000  # T, diffusion steps of the cosine schedule
 _C.MODEL.PSDIFF.SNR_BOX = 2.0  # s1, box signal scale (Table IV a)
@@ -76,8 +80,12 @@ _C.MODEL.PSDIFF.CLASS_WEIGHT = 2.0  # lambda_cls, focal loss weight
 _C.MODEL.PSDIFF.L1_WEIGHT = 5.0  # lambda_L1
 _C.MODEL.PSDIFF.GIOU_WEIGHT = 2.0  # lambda_giou
 _C.MODEL.PSDIFF.REID_WEIGHT = 5.0  # lambda_reid, L2 embedding loss weight (Eq. 14)
+_C.MODEL.PSDIFF.REID_LOSS = "l2"  # "l2": Eq. 14 in Norm space; "cosine": 1 - cos(e0, e0_hat)
+_C.MODEL.PSDIFF.RELATION_WEIGHT = 0.0  # weight of the relational distillation loss; 0 = off
+_C.MODEL.PSDIFF.RELATION_TEMPERATURE = 0.1  # its softmax temperature (student and teacher)
 _C.MODEL.PSDIFF.FOCAL_ALPHA = 0.25  # focal loss alpha
 _C.MODEL.PSDIFF.FOCAL_GAMMA = 2.0  # focal loss gamma
+_C.MODEL.PSDIFF.MATCHER = "hungarian"  # "hungarian" (one-to-one, paper) or "dynamic_k"
 _C.MODEL.PSDIFF.MATCH_K = 1  # predictions matched per GT; 1 = one-to-one Hungarian (paper)
 _C.MODEL.PSDIFF.MATCH_REID_COST = 0.0  # weight of ||e0 - e0_hat|| in the matching cost; 0 = off
 # Inference (Algorithm 2, Table V)

@@ -5,13 +5,15 @@
    F_r = LayerNorm(Linear(e_t) + time(t)): [N, C] ReID features of the noisy embeddings.
 2. Collaborative interaction (Fig. 3), each part switchable for Table IV(b):
    - SA: self-attention among the N boxes of an image (Sparse R-CNN's relation among
-     proposals), run at each of the S*S bins, so F_d keeps its spatial tokens;
+     proposals), run at each of the S*S bins, so F_d keeps its spatial tokens, or over one
+     pooled vector per box as Sparse R-CNN (MODEL.PSDIFF.SA_TOKENS "box");
    - DC: dynamic convolution of F_d with kernels generated from F_r (dynamic_conv.py);
    - CA: cross-attention, F_r the query, the box's S*S tokens of F_d the keys and values.
    F_c = [F_d pooled (+ DC), F_r (+ CA)]: [N, 2C], then an FFN and the time scale-shift.
 3. Prediction (Table IV(c)): cascaded: F_c -> e_hat0, then F_o = e_hat0 -> detection head;
    parallel: both heads read F_c. The detection head predicts one person logit and box deltas
-   applied to b_t (DiffusionDet's decoding).
+   applied to b_t (DiffusionDet's decoding). With MODEL.PSDIFF.EMB_PARTS = k > 0 the embedding
+   head also reads k horizontal stripes of F_d (part pooling: where in the box a colour sits).
 """
 
 import math
@@ -25,6 +27,8 @@ from .attention import MultiHeadAttention
 from .dynamic_conv import DynamicConv
 from .pooler import MultiLevelRoIAlign
 from .time_embedding import TimeEmbedding
+
+SA_TOKENS = ("bins", "box")  # MODEL.PSDIFF.SA_TOKENS choices
 
 # DiffusionDet's box coding: deltas are divided by these weights; dw, dh are clamped so that
 # exp() cannot overflow (log(100000 / 16), Detectron2's value).
@@ -81,6 +85,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         use_dc=True,
         use_ca=True,
         cascaded=True,
+        sa_tokens="bins",
+        dc_pooling="weighted_sum",
+        emb_parts=0,
     ):
         """`in_channels`: FPN width; `strides`: FPN strides finest first. See `from_config`."""
         super().__init__()
@@ -94,7 +101,13 @@ class CollaborativeDenoisingLayer(nn.Module):
                 f"MODEL.PSDIFF.HIDDEN_DIM ({hidden_dim}) is not divisible by "
                 f"MODEL.PSDIFF.NHEADS ({num_heads})"
             )
+        if sa_tokens not in SA_TOKENS:
+            raise PsdiffError(f"MODEL.PSDIFF.SA_TOKENS = '{sa_tokens}' is not one of {SA_TOKENS}")
+        if not 0 <= emb_parts <= pooler_resolution:
+            raise PsdiffError(f"MODEL.PSDIFF.EMB_PARTS = {emb_parts} must be in "
+                              f"[0, POOLER_RESOLUTION = {pooler_resolution}]")
         self.use_sa, self.use_dc, self.use_ca, self.cascaded = use_sa, use_dc, use_ca, cascaded
+        self.sa_tokens = sa_tokens
         self.emb_dim = emb_dim
         self.pooler = MultiLevelRoIAlign(strides, pooler_resolution, pooler_sampling_ratio)
         self.time_embedding = TimeEmbedding(hidden_dim)
@@ -105,7 +118,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             self.self_attn_norm = nn.LayerNorm(hidden_dim)
         if use_dc:
             self.dynamic_conv = DynamicConv(
-                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution
+                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution, dc_pooling
             )
             self.dynamic_conv_norm = nn.LayerNorm(hidden_dim)
         if use_ca:
@@ -120,9 +133,11 @@ class CollaborativeDenoisingLayer(nn.Module):
         )
         self.ffn_norm = nn.LayerNorm(collab_dim)
         self.time_scale_shift = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 2 * collab_dim))
-        self.emb_head = nn.Sequential(
-            *tower(collab_dim, hidden_dim, 1), nn.Linear(hidden_dim, emb_dim)
-        )
+        self.emb_parts = emb_parts
+        if emb_parts:
+            self.parts_proj = tower(emb_parts * hidden_dim, hidden_dim, 1)
+        emb_in = collab_dim + (hidden_dim if emb_parts else 0)
+        self.emb_head = nn.Sequential(*tower(emb_in, hidden_dim, 1), nn.Linear(hidden_dim, emb_dim))
         obj_dim = emb_dim if cascaded else collab_dim  # F_o = e_hat0 (cascaded) or F_c
         self.cls_tower = tower(obj_dim, hidden_dim, num_cls_layers)
         self.reg_tower = tower(obj_dim, hidden_dim, num_reg_layers)
@@ -161,19 +176,31 @@ class CollaborativeDenoisingLayer(nn.Module):
             use_dc=p.USE_DC,
             use_ca=p.USE_CA,
             cascaded=p.CASCADED,
+            sa_tokens=p.SA_TOKENS,
+            dc_pooling=p.DC_POOLING,
+            emb_parts=p.EMB_PARTS,
         )
 
-    def interact(self, det, reid):
-        """Collaborative interaction (Fig. 3): F_d [B, N, L, C], F_r [B, N, C] -> F_c [B*N, 2C]."""
+    def interact(self, det, reid, carried=None):
+        """Collaborative interaction (Fig. 3): F_d [B, N, L, C], F_r [B, N, C] -> F_c [B*N, 2C].
+
+        `carried` [B, N, C]: the previous pass's object features, added to the pooled F_d.
+        """
         batch, num_boxes, bins, channels = det.shape
-        if self.use_sa:
+        if self.use_sa and self.sa_tokens == "bins":
             # attention among the N boxes of each image, at each bin separately
             tokens = det.transpose(1, 2).reshape(batch * bins, num_boxes, channels)
             tokens = self.self_attn_norm(tokens + self.self_attn(tokens, tokens))
             det = tokens.reshape(batch, bins, num_boxes, channels).transpose(1, 2)
+        det_vector = det.mean(dim=2)
+        if carried is not None:
+            det_vector = det_vector + carried
+        if self.use_sa and self.sa_tokens == "box":
+            # attention among the N boxes of each image, one pooled vector per box
+            det_vector = self.self_attn_norm(det_vector + self.self_attn(det_vector, det_vector))
         det = det.reshape(batch * num_boxes, bins, channels)
+        det_vector = det_vector.reshape(batch * num_boxes, channels)
         reid = reid.reshape(batch * num_boxes, channels)
-        det_vector = det.mean(dim=1)
         if self.use_dc:
             det_vector = self.dynamic_conv_norm(det_vector + self.dynamic_conv(det, reid))
         if self.use_ca:
@@ -181,13 +208,20 @@ class CollaborativeDenoisingLayer(nn.Module):
             reid = self.cross_attn_norm(reid + attended)
         return torch.cat([det_vector, reid], dim=-1)
 
-    def forward(self, features, boxes, emb_signal, t):
+    def stripes(self, roi):
+        """RoI features [K, C, S, S] -> [K, parts*C]: the mean of each horizontal stripe."""
+        rows = nn.functional.adaptive_avg_pool2d(roi, (self.emb_parts, 1))
+        return rows.flatten(1)
+
+    def forward(self, features, boxes, emb_signal, t, carried=None):
         """One denoising step.
 
         features: FPN maps finest first, [B, C, H_l, W_l]; boxes: [B, N, 4] noisy boxes b_t,
         xyxy input pixels; emb_signal: [B, N, D] noisy embeddings e_t (signal space);
-        t: [B] integer steps. Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy
-        input pixels, "pred_embeddings": [B, N, D] e_hat0 in Norm space (signal / s2)}.
+        t: [B] integer steps; carried: [B, N, C] object features of a previous pass, or None.
+        Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy input pixels,
+        "pred_embeddings": [B, N, D] e_hat0 in Norm space (signal / s2), "object_features":
+        [B, N, C] the detection half of F_c after the FFN, for a next pass}.
         """
         batch, num_boxes = boxes.shape[:2]
         boxes = boxes.detach()
@@ -196,11 +230,16 @@ class CollaborativeDenoisingLayer(nn.Module):
         det = roi.flatten(2).transpose(1, 2).reshape(batch, num_boxes, bins, roi.shape[1])
         time = self.time_embedding(t)  # [B, C]
         reid = self.reid_norm(self.reid_proj(emb_signal) + time[:, None, :])
-        collab = self.interact(det, reid)
+        collab = self.interact(det, reid, carried)
         collab = self.ffn_norm(collab + self.ffn(collab))
+        channels = det.shape[-1]
+        objects = collab[:, :channels].reshape(batch, num_boxes, channels)
         scale, shift = self.time_scale_shift(time).repeat_interleave(num_boxes, 0).chunk(2, -1)
         collab = collab * (scale + 1) + shift
-        embeddings = self.emb_head(collab)
+        emb_in = collab
+        if self.emb_parts:
+            emb_in = torch.cat([collab, self.parts_proj(self.stripes(roi))], dim=-1)
+        embeddings = self.emb_head(emb_in)
         obj = embeddings if self.cascaded else collab
         logits = self.class_logits(self.cls_tower(obj))
         pred_boxes = apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
@@ -208,4 +247,5 @@ class CollaborativeDenoisingLayer(nn.Module):
             "pred_logits": logits.reshape(batch, num_boxes, 1),
             "pred_boxes": pred_boxes.reshape(batch, num_boxes, 4),
             "pred_embeddings": embeddings.reshape(batch, num_boxes, embeddings.shape[-1]),
+            "object_features": objects,
         }

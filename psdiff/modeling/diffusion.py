@@ -174,7 +174,7 @@ class Sampler:
         self.alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float64)
         times = sampling_timesteps(num_steps, num_timesteps)
         self.timesteps = times[:-1]
-        self._next_timesteps = times[1:]
+        self.next_timesteps = times[1:]
 
     def alpha_sigma(self, t: int):
         """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) as Python floats, so x keeps its own dtype."""
@@ -202,7 +202,7 @@ class DDIMSampler(Sampler):
 
     def step(self, i, x_t, x0_pred, noise=None):
         """One DDIM update; `noise` (z) defaults to a draw from `self.generator` (CPU)."""
-        t, t_next = self.timesteps[i], self._next_timesteps[i]
+        t, t_next = self.timesteps[i], self.next_timesteps[i]
         if t_next < 0:
             return x0_pred
         a, a_next = float(self.alphas_cumprod[t]), float(self.alphas_cumprod[t_next])
@@ -237,7 +237,7 @@ class DPMSolverSampler(Sampler):
 
     def step(self, i, x_t, x0_pred, noise=None):
         """One multistep update; `noise` is unused (the solver is deterministic)."""
-        t, t_next = self.timesteps[i], self._next_timesteps[i]
+        t, t_next = self.timesteps[i], self.next_timesteps[i]
         if t_next < 0:
             self._prev = None
             return x0_pred

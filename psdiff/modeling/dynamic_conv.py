@@ -9,6 +9,8 @@ budget (31M in all, Table II):
   instead of DiffusionDet's 8.4M Linear(256, 32768);
 - the 12,544 -> 256 flatten Linear (3.2M) becomes a learned weighted sum over the S*S bins
   (one weight per bin and channel, initialized to the mean) followed by Linear(C, C).
+  `pooling="flatten"` (MODEL.PSDIFF.DC_POOLING) keeps DiffusionDet's flatten Linear, which
+  knows where in the box each bin lies; it learns faster on small budgets (docs/design-notes.md).
 """
 
 import torch
@@ -16,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from psdiff.utils.errors import PsdiffError
+
+DC_POOLINGS = ("weighted_sum", "flatten")  # MODEL.PSDIFF.DC_POOLING choices
 
 
 def dynamic_chain(features, kernels, norms):
@@ -32,19 +36,26 @@ def dynamic_chain(features, kernels, norms):
 class DynamicConv(nn.Module):
     """F_d [K, S*S, C] and F_r [K, C] -> [K, C]: dynamic 1x1 convolutions, then spatial pooling."""
 
-    def __init__(self, dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution):
+    def __init__(self, dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution,
+                 pooling="weighted_sum"):
         super().__init__()
         if num_dynamic < 2:
             raise PsdiffError(f"MODEL.PSDIFF.NUM_DYNAMIC must be >= 2 (dynamic conv layers), "
                               f"got {num_dynamic}")
+        if pooling not in DC_POOLINGS:
+            raise PsdiffError(f"MODEL.PSDIFF.DC_POOLING = '{pooling}' is not one of {DC_POOLINGS}")
         self.widths = [dim] + [dim_dynamic] * (num_dynamic - 1) + [dim]
         self.kernel_sizes = [a * b for a, b in zip(self.widths[:-1], self.widths[1:])]
         self.kernel_basis = nn.Linear(dim, kernel_rank, bias=False)
         self.kernel_generator = nn.Linear(kernel_rank, sum(self.kernel_sizes))
         self.norms = nn.ModuleList(nn.LayerNorm(width) for width in self.widths[1:])
         bins = pooler_resolution * pooler_resolution
-        self.spatial_weights = nn.Parameter(torch.full((bins, dim), 1.0 / bins))
-        self.out_layer = nn.Linear(dim, dim)
+        self.flatten = pooling == "flatten"
+        if self.flatten:
+            self.out_layer = nn.Linear(bins * dim, dim)
+        else:
+            self.spatial_weights = nn.Parameter(torch.full((bins, dim), 1.0 / bins))
+            self.out_layer = nn.Linear(dim, dim)
         self.out_norm = nn.LayerNorm(dim)
 
     def generate_kernels(self, reid_features):
@@ -56,5 +67,5 @@ class DynamicConv(nn.Module):
 
     def forward(self, det_features, reid_features):
         x = dynamic_chain(det_features, self.generate_kernels(reid_features), self.norms)
-        pooled = (x * self.spatial_weights).sum(dim=1)
+        pooled = x.flatten(1) if self.flatten else (x * self.spatial_weights).sum(dim=1)
         return F.relu(self.out_norm(self.out_layer(pooled)))

@@ -1,16 +1,20 @@
-"""Optimal bipartite matching of predictions to ground truths (Sec. IV-C1, Eq. 13).
+"""Matching of predictions to ground truths (Sec. IV-C1, Eq. 13).
 
 The cost of pairing prediction q with person g is the set-prediction cost of DETR / Sparse
 R-CNN: λ_cls·focal + λ_L1·L1(normalized boxes) − λ_giou·GIoU (+ λ_reid·‖e0 − ê0‖ when
-`cost_reid` > 0); scipy's Hungarian algorithm solves each image on CPU.
+`cost_reid` > 0). `HungarianMatcher` (the paper's) solves it one-to-one with scipy's Hungarian
+algorithm; `DynamicKMatcher` gives each person its k cheapest predictions, k from the IoUs
+(DiffusionDet's SimOTA-style matcher), so near-duplicate proposals share the positive label.
 """
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-from torchvision.ops import generalized_box_iou
+from torchvision.ops import box_iou, generalized_box_iou
 
 from psdiff.utils.errors import PsdiffError
+
+MATCHERS = ("hungarian", "dynamic_k")  # MODEL.PSDIFF.MATCHER choices
 
 
 def focal_cost(logits: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -51,6 +55,11 @@ class HungarianMatcher(nn.Module):
                    focal_alpha=p.FOCAL_ALPHA, focal_gamma=p.FOCAL_GAMMA, match_k=p.MATCH_K,
                    cost_reid=p.MATCH_REID_COST)
 
+    def assign(self, cost, boxes, gt_boxes):
+        """(pred_idx, gt_idx) numpy arrays for one image's finite cost [N, M]."""
+        rows, cols = linear_sum_assignment(cost.repeat(1, self.match_k).cpu().numpy())
+        return rows, cols % cost.shape[1]
+
     def cost_matrix(self, logits, boxes, embeddings, target) -> torch.Tensor:
         """Cost [N, M] of one image; boxes are absolute xyxy, normalized by target["image_size"]."""
         size, gt_boxes = target["image_size"].to(boxes), target["boxes"].to(boxes)
@@ -85,8 +94,51 @@ class HungarianMatcher(nn.Module):
                 None if embeddings is None else embeddings[b].float(), target)
             if not torch.isfinite(cost).all():
                 raise FloatingPointError("matching cost is not finite: predictions hold NaN or inf")
-            cost = cost.repeat(1, self.match_k).cpu().numpy()
-            rows, cols = linear_sum_assignment(cost)
-            indices.append((torch.as_tensor(rows, dtype=torch.long),
-                            torch.as_tensor(cols % num_gt, dtype=torch.long)))
+            rows, cols = self.assign(cost, outputs["pred_boxes"][b].float(),
+                                     target["boxes"].to(cost))
+            indices.append((torch.as_tensor(rows, dtype=torch.long).cpu(),
+                            torch.as_tensor(cols, dtype=torch.long).cpu()))
         return indices
+
+
+class DynamicKMatcher(HungarianMatcher):
+    """DiffusionDet's dynamic-k assignment on the same cost (MODEL.PSDIFF.MATCHER "dynamic_k").
+
+    A prediction whose centre lies outside a person's box costs `OUTSIDE_COST` more for it.
+    Person g takes its k_g cheapest predictions, k_g = ⌊Σ of its `TOP_IOUS` best IoUs⌋ ≥ 1; a
+    prediction taken by several persons stays with the cheapest; a person left with none takes
+    the cheapest prediction still free.
+    """
+
+    TOP_IOUS = 5
+    OUTSIDE_COST = 100.0
+
+    def assign(self, cost, boxes, gt_boxes):
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        inside = ((centres[:, None, :] > gt_boxes[None, :, :2])
+                  & (centres[:, None, :] < gt_boxes[None, :, 2:])).all(-1)
+        cost = cost + self.OUTSIDE_COST * (~inside)
+        ious = box_iou(boxes, gt_boxes)
+        top = ious.topk(min(self.TOP_IOUS, len(boxes)), dim=0).values
+        k = top.sum(0).floor().clamp(min=1)
+        rank = cost.argsort(0).argsort(0)
+        chosen = rank < k[None, :]
+        shared = chosen.sum(1) > 1
+        cheapest = torch.where(chosen, cost, torch.inf).argmin(1)
+        chosen[shared] = False
+        chosen[shared, cheapest[shared]] = True
+        for g in torch.nonzero(chosen.sum(0) == 0).flatten():
+            free = chosen.sum(1) == 0
+            if not free.any():
+                break
+            chosen[torch.where(free, cost[:, g], torch.inf).argmin(), g] = True
+        rows, cols = torch.nonzero(chosen, as_tuple=True)
+        return rows, cols
+
+
+def build_matcher(cfg):
+    """The matcher named by MODEL.PSDIFF.MATCHER, costs from MODEL.PSDIFF."""
+    name = cfg.MODEL.PSDIFF.MATCHER
+    if name not in MATCHERS:
+        raise PsdiffError(f"MODEL.PSDIFF.MATCHER = '{name}' is not one of {MATCHERS}")
+    return (HungarianMatcher if name == "hungarian" else DynamicKMatcher).from_config(cfg)

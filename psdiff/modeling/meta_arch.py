@@ -5,6 +5,11 @@ noised at one t per image (Eq. 10), denoised by the CDL (Eq. 12) and scored by t
 (Eq. 13-14). Inference (Algorithm 2): N_test Gaussian boxes and embeddings are denoised in
 `SAMPLE_STEPS` sampler steps, renewing low-score rows between steps; the noise of each image
 comes from a generator seeded by (TEST.SAMPLER_SEED, image_id), so evaluation is repeatable.
+An input without "image_id" is seeded by its position in the call instead.
+
+With NUM_PASSES > 1 every step applies the one CDL again to its own output (boxes and
+embeddings; shared weights, as DiffusionDet's cascade but with one layer), and training
+supervises every pass (deep supervision).
 """
 
 import torch
@@ -21,6 +26,17 @@ from .losses import SetCriterion
 from .postprocess import detections_to_output, image_generator, rescale_boxes
 
 QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see embed_queries)
+
+
+def output_size(x):
+    """(h, w) the outputs of input `x` are given in: Detectron2's optional "height" / "width"
+    (the original image), else the size of the image the model was given."""
+    return x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1])
+
+
+def noise_key(x, position):
+    """What seeds an input's sampler noise: its "image_id", else its position in the call."""
+    return x["image_id"] if "image_id" in x else f"position {position}"
 
 
 def _randn(generators, shape):
@@ -50,6 +66,7 @@ class PSDiff(nn.Module):
         emb_norm="l2_sqrt_dim",
         gt_padding="repeat",
         emb_diffusion=True,
+        num_passes=1,
         sampler="DDIM",
         sample_steps=8,
         ddim_eta=1.0,
@@ -84,6 +101,9 @@ class PSDiff(nn.Module):
         self.snr_box, self.snr_emb, self.emb_norm = snr_box, snr_emb, emb_norm
         self.gt_padding = gt_padding
         self.emb_diffusion = emb_diffusion
+        if num_passes < 1:
+            raise PsdiffError(f"MODEL.PSDIFF.NUM_PASSES must be >= 1, got {num_passes}")
+        self.num_passes = num_passes
         self.sampler, self.sample_steps, self.ddim_eta = sampler, sample_steps, ddim_eta
         diffusion.build_sampler(sampler, alphas_cumprod, sample_steps, num_timesteps)  # check keys
         self.box_renewal, self.renewal_thresh = box_renewal, renewal_thresh
@@ -117,6 +137,7 @@ class PSDiff(nn.Module):
             emb_norm=p.EMB_NORM,
             gt_padding=p.GT_PADDING,
             emb_diffusion=p.EMB_DIFFUSION,
+            num_passes=p.NUM_PASSES,
             sampler=p.SAMPLER,
             sample_steps=p.SAMPLE_STEPS,
             ddim_eta=p.DDIM_ETA,
@@ -179,8 +200,11 @@ class PSDiff(nn.Module):
 
     # --- training (Algorithm 1) ---------------------------------------------------------------
 
-    def prepare_targets(self, batched_inputs, whwh):
-        """Loss targets and the dual noisy inputs (b_t, e_t, t) of Eq. 10 for each image."""
+    def prepare_targets(self, batched_inputs, whwh, t=None):
+        """Loss targets and the dual noisy inputs (b_t, e_t, t) of Eq. 10 for each image.
+
+        t: the diffusion step of every image, or None (training) for one random step each.
+        """
         targets, noisy_boxes, noisy_embs, steps = [], [], [], []
         for x, size in zip(batched_inputs, whwh):
             instances = x.get("instances")
@@ -193,17 +217,18 @@ class PSDiff(nn.Module):
                 gt_cxcywh, self.num_proposals_train, self.gt_padding
             )
             embs0 = diffusion.gather_padded(gt_embs, index, diffusion.random_embeddings)
-            t = torch.randint(0, self.num_timesteps, (1,), device=self.device)
+            step = (torch.randint(0, self.num_timesteps, (1,), device=self.device) if t is None
+                    else torch.full((1,), t, device=self.device))
             box_signal = diffusion.boxes_to_signal(boxes0, self.snr_box)
             noisy_boxes.append(diffusion.q_sample(
-                box_signal, t, self.alphas_cumprod, torch.randn_like(box_signal)))
+                box_signal, step, self.alphas_cumprod, torch.randn_like(box_signal)))
             if self.emb_diffusion:
                 emb_signal = diffusion.embeddings_to_signal(embs0, self.snr_emb, self.emb_norm)
                 noisy_embs.append(diffusion.q_sample(
-                    emb_signal, t, self.alphas_cumprod, torch.randn_like(emb_signal)))
+                    emb_signal, step, self.alphas_cumprod, torch.randn_like(emb_signal)))
             else:  # Table VI: regress e0 without an embedding input
                 noisy_embs.append(embs0.new_zeros(embs0.shape))
-            steps.append(t)
+            steps.append(step)
             targets.append({
                 "boxes": gt_boxes,
                 "image_size": size,
@@ -231,12 +256,32 @@ class PSDiff(nn.Module):
             )
         return embs
 
+    def embedding_signal(self, out):
+        """The x0 estimate of the embedding signal from a CDL output: s2 * e_hat0, clamped."""
+        return (out["pred_embeddings"] * self.snr_emb).clamp(-self.snr_emb, self.snr_emb)
+
+    def denoise(self, features, boxes, emb_signal, t):
+        """The CDL (Eq. 12) applied NUM_PASSES times; each pass reads the previous one's boxes,
+        embeddings and object features (as DiffusionDet's stages) at the same t. Returns every
+        pass's output; the last one is the step's."""
+        outputs, carried = [], None
+        for _ in range(self.num_passes):
+            out = self.cdl(features, boxes, emb_signal, t, carried)
+            outputs.append(out)
+            boxes, carried = out["pred_boxes"], out["object_features"]
+            if self.emb_diffusion:
+                emb_signal = self.embedding_signal(out)
+        return outputs
+
     def forward_train(self, batched_inputs):
         features, _, whwh = self.extract_features(batched_inputs)
         targets, box_signal, emb_signal, t = self.prepare_targets(batched_inputs, whwh)
-        outputs = self.cdl(features, self.signal_to_abs_boxes(box_signal, whwh), emb_signal, t)
+        outputs = self.denoise(features, self.signal_to_abs_boxes(box_signal, whwh), emb_signal, t)
         # Eq. 14 in Norm space, values in [-1, 1] as Eq. 10 rescales them (docs/design-notes.md)
-        return self.criterion(outputs, targets)
+        losses = self.criterion(outputs[-1], targets)
+        for i, out in enumerate(outputs[:-1]):  # deep supervision of the earlier passes
+            losses.update({f"{k}_{i}": v for k, v in self.criterion(out, targets).items()})
+        return losses
 
     # --- inference (Algorithm 2) --------------------------------------------------------------
 
@@ -246,13 +291,28 @@ class PSDiff(nn.Module):
         embs = _randn(generators, (num_proposals, self.cdl.emb_dim)).to(self.device)
         return boxes, embs
 
-    def renew(self, logits, box_x, emb_x, samplers, generators, protected):
-        """DiffusionDet's box renewal: rows scoring <= RENEWAL_THRESH restart from fresh noise.
+    def fresh(self, generators, num_proposals, t):
+        """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
+        random boxes and directions) noised to t by Eq. 10, so they look like training rows."""
+        boxes0 = torch.stack([diffusion.random_boxes((num_proposals, 4), g) for g in generators])
+        embs0 = torch.stack([diffusion.random_embeddings((num_proposals, self.cdl.emb_dim), g)
+                             for g in generators])
+        box_x0 = diffusion.boxes_to_signal(boxes0.float().to(self.device), self.snr_box)
+        emb_x0 = diffusion.embeddings_to_signal(embs0.float().to(self.device), self.snr_emb,
+                                                self.emb_norm)
+        box_noise, emb_noise = self.gaussian(generators, num_proposals)
+        return (diffusion.q_sample(box_x0, t, self.alphas_cumprod, box_noise),
+                diffusion.q_sample(emb_x0, t, self.alphas_cumprod, emb_noise))
 
+    def renew(self, logits, box_x, emb_x, samplers, generators, protected, t):
+        """DiffusionDet's box renewal: rows scoring <= RENEWAL_THRESH restart at step t.
+
+        DiffusionDet restarts them from pure noise whatever t is; here they restart as Eq. 10's
+        x_t of a placeholder (`fresh`), which at low t is mostly signal, as in training.
         Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
         """
         renew = (logits[..., 0].sigmoid() <= self.renewal_thresh) & ~protected
-        fresh_boxes, fresh_embs = self.gaussian(generators, box_x.shape[1])
+        fresh_boxes, fresh_embs = self.fresh(generators, box_x.shape[1], t)
         box_x = torch.where(renew[..., None], fresh_boxes, box_x)
         if self.emb_diffusion:
             emb_x = torch.where(renew[..., None], fresh_embs, emb_x)
@@ -285,7 +345,8 @@ class PSDiff(nn.Module):
             boxes = self.signal_to_abs_boxes(box_x, whwh)
             if num_fixed:
                 boxes = torch.cat([fixed_boxes, boxes[:, num_fixed:]], dim=1)
-            out = self.cdl(features, boxes, emb_x, torch.full((batch,), t, device=self.device))
+            out = self.denoise(features, boxes, emb_x,
+                               torch.full((batch,), t, device=self.device))[-1]
             if self.ensemble_steps or i == len(timesteps) - 1:
                 kept.append(out)
             if i == len(timesteps) - 1:
@@ -294,11 +355,10 @@ class PSDiff(nn.Module):
             box_x0 = self.abs_boxes_to_signal(out["pred_boxes"], whwh)
             box_x = samplers[0].step(i, box_x, box_x0, box_noise)
             if self.emb_diffusion:
-                emb_x0 = (out["pred_embeddings"] * self.snr_emb).clamp(-self.snr_emb, self.snr_emb)
-                emb_x = samplers[1].step(i, emb_x, emb_x0, emb_noise)
+                emb_x = samplers[1].step(i, emb_x, self.embedding_signal(out), emb_noise)
             if self.box_renewal:
                 box_x, emb_x = self.renew(out["pred_logits"], box_x, emb_x, samplers, generators,
-                                          protected)
+                                          protected, samplers[0].next_timesteps[i])
 
     def embeddings_from_prediction(self, pred_embeddings):
         """e_hat0 (Norm space) -> unit-L2 embeddings, through the signal space of Eq. 10."""
@@ -309,7 +369,8 @@ class PSDiff(nn.Module):
     def inference(self, batched_inputs):
         """Algorithm 2 on a batch; outputs in original image pixels (see postprocess.py)."""
         features, sizes, whwh = self.extract_features(batched_inputs)
-        generators = [image_generator(self.sampler_seed, x["image_id"]) for x in batched_inputs]
+        generators = [image_generator(self.sampler_seed, noise_key(x, b))
+                      for b, x in enumerate(batched_inputs)]
         kept = self.sample(features, whwh, generators, self.num_proposals_test)
         results = []
         for b, x in enumerate(batched_inputs):
@@ -318,7 +379,7 @@ class PSDiff(nn.Module):
             embs = torch.cat([self.embeddings_from_prediction(out["pred_embeddings"][b])
                               for out in kept])
             results.append(detections_to_output(
-                boxes, scores, embs, sizes[b], (x["height"], x["width"]), self.score_thresh,
+                boxes, scores, embs, sizes[b], output_size(x), self.score_thresh,
                 self.nms_thresh, self.use_nms, self.detections_per_image))
         return results
 
@@ -339,15 +400,14 @@ class PSDiff(nn.Module):
         results = []
         for b, (x, query_boxes) in enumerate(zip(images, boxes)):
             query_boxes = torch.as_tensor(query_boxes, dtype=torch.float32, device=self.device)
-            query_boxes = rescale_boxes(query_boxes.reshape(-1, 4), (x["height"], x["width"]),
-                                        sizes[b])
+            query_boxes = rescale_boxes(query_boxes.reshape(-1, 4), output_size(x), sizes[b])
             image_features = [f[b: b + 1] for f in features]
             chunk = max(self.num_proposals_test, 1)
             embs = []
             for start in range(0, len(query_boxes), chunk):
                 fixed = query_boxes[start: start + chunk]
                 num = self.num_proposals_test if self.query_mode == "denoise" else len(fixed)
-                generator = image_generator(self.sampler_seed, f"query:{x['image_id']}:{start}")
+                generator = image_generator(self.sampler_seed, f"query:{noise_key(x, b)}:{start}")
                 out = self.sample(image_features, whwh[b: b + 1], [generator], num, fixed[None])
                 e_hat = out[-1]["pred_embeddings"][0, : len(fixed)]
                 embs.append(self.embeddings_from_prediction(e_hat))

@@ -181,3 +181,65 @@ def test_paper_width_cdl_fits_the_parameter_budget():
     cdl = CollaborativeDenoisingLayer(in_channels=256, strides=STRIDES)
     assert 2.5e6 < count(cdl) < 4.0e6
 
+
+
+def test_box_level_self_attention_pools_before_attending():
+    # SA_TOKENS "box": boxes still interact through self-attention (and only through it), and
+    # a box's output no longer depends on where inside the box its RoI features lie
+    features, boxes, embs, t = random_inputs()
+    moved = boxes.clone()
+    moved[:, 4] += 6.0
+    cdl = tiny_cdl(sa_tokens="box", use_dc=False, use_ca=False).eval()
+    with torch.no_grad():
+        before = cdl(features, boxes, embs, t)["pred_logits"][:, :4]
+        after = cdl(features, moved, embs, t)["pred_logits"][:, :4]
+    assert not torch.allclose(before, after, atol=1e-6)
+    with pytest.raises(PsdiffError, match="SA_TOKENS = 'pixels'"):
+        tiny_cdl(sa_tokens="pixels")
+
+
+def test_flatten_pooling_knows_where_each_bin_lies():
+    # the weighted sum starts as the mean (blind to bin order); flatten + Linear is not
+    torch.manual_seed(0)
+    det, reid = torch.randn(3, 4, 12), torch.randn(3, 12)
+    flipped = det.flip(1)
+    mean = DynamicConv(12, 5, 2, 3, pooler_resolution=2)
+    flat = DynamicConv(12, 5, 2, 3, pooler_resolution=2, pooling="flatten")
+    torch.testing.assert_close(mean(det, reid), mean(flipped, reid))
+    assert not torch.allclose(flat(det, reid), flat(flipped, reid))
+    assert flat.out_layer.in_features == 4 * 12
+    with pytest.raises(PsdiffError, match="DC_POOLING = 'max'"):
+        DynamicConv(12, 5, 2, 3, pooler_resolution=2, pooling="max")
+
+
+def test_part_pooling_tells_top_from_bottom():
+    # EMB_PARTS: two boxes with the same colours, swapped between top and bottom halves, get
+    # the same embedding from the mean-pooled head and different ones with stripes
+    features, boxes, embs, t = random_inputs(batch=1, num_boxes=2)
+    level = [torch.zeros_like(f) for f in features]
+    for f in level:
+        h = f.shape[2]
+        f[0, :16, : h // 2], f[0, 16:, h // 2:] = 1.0, 1.0  # channel groups on top / bottom
+    upside_down = [f.flip(2) for f in level]
+    box = torch.tensor([[[0.0, 0.0, 64.0, 64.0]]])
+    outputs = {}
+    for parts in (0, 2):
+        cdl = tiny_cdl(emb_parts=parts, use_sa=False, use_dc=False, use_ca=False).eval()
+        with torch.no_grad():
+            outputs[parts] = [cdl(f, box, embs[:, :1], t[:1])["pred_embeddings"]
+                              for f in (level, upside_down)]
+    torch.testing.assert_close(*outputs[0])
+    assert not torch.allclose(*outputs[2])
+    with pytest.raises(PsdiffError, match="EMB_PARTS = 9"):
+        tiny_cdl(emb_parts=9)
+
+
+def test_carried_object_features_reach_the_next_pass():
+    features, boxes, embs, t = random_inputs()
+    cdl = tiny_cdl().eval()
+    with torch.no_grad():
+        first = cdl(features, boxes, embs, t)
+        assert first["object_features"].shape == (2, 5, 32)
+        plain = cdl(features, boxes, embs, t)["pred_logits"]
+        carried = cdl(features, boxes, embs, t, first["object_features"])["pred_logits"]
+    assert not torch.allclose(plain, carried)

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from psdiff.config import get_cfg
-from psdiff.modeling.losses import SetCriterion, num_gt_per_rank
+from psdiff.modeling.losses import SetCriterion, num_gt_per_rank, relation_loss
 from psdiff.modeling.matcher import HungarianMatcher
 from psdiff.utils.errors import PsdiffError
 
@@ -93,7 +93,7 @@ def test_from_config_reads_weights():
     cfg = get_cfg()
     cfg.MODEL.PSDIFF.REID_WEIGHT = 7.0
     criterion = SetCriterion.from_config(cfg)
-    assert criterion.weights == {"cls": 2.0, "l1": 5.0, "giou": 2.0, "reid": 7.0}
+    assert criterion.weights == {"cls": 2.0, "l1": 5.0, "giou": 2.0, "reid": 7.0, "relation": 0.0}
     assert isinstance(criterion.matcher, HungarianMatcher)
     with pytest.raises(PsdiffError, match=r"^loss weights lack reid \(MODEL.PSDIFF.REID_WEIGHT\)$"):
         SetCriterion(HungarianMatcher(), {"cls": 2.0, "l1": 5.0, "giou": 2.0})
@@ -114,3 +114,31 @@ def test_normalizer_is_averaged_over_ranks():
         results = [float(open(os.path.join(tmp, f"rank{r}")).read()) for r in range(2)]
     assert results == [1.5, 1.5]
     assert num_gt_per_rank([{"boxes": torch.zeros(0, 4)}], "cpu").item() == 1.0
+
+
+def test_relation_loss_rewards_ranking_the_batch_as_the_teacher_does():
+    # three persons with orthogonal teacher embeddings; the loss is lowest when each prediction
+    # points at its own e0, and does not care how long the prediction is
+    teacher = torch.eye(3) * 2.0
+    right = relation_loss(teacher * 5.0, teacher, teacher, 0.1)
+    wrong = relation_loss(teacher.roll(1, 0), teacher, teacher, 0.1)
+    assert right < wrong
+    torch.testing.assert_close(right, relation_loss(teacher, teacher, teacher, 0.1))
+    # its minimum is the entropy of the teacher's own distribution over the batch
+    q = (torch.eye(3) / 0.1).softmax(-1)
+    torch.testing.assert_close(right, -(q * q.log()).sum())
+
+
+def test_cosine_reid_loss_and_relation_term_from_config():
+    cfg = get_cfg()
+    cfg.MODEL.PSDIFF.REID_LOSS = "cosine"
+    cfg.MODEL.PSDIFF.RELATION_WEIGHT = 0.5
+    criterion = SetCriterion.from_config(cfg)
+    outputs, target = one_image_case()
+    losses = criterion(outputs, [target])
+    # the match (prediction 1) has embedding (0.6, 0.8) against e0 (0, 1): 1 - cos = 0.2
+    assert losses["raw_reid"].item() == pytest.approx(0.2)
+    assert losses["loss_relation"] == 0.5 * losses["raw_relation"]
+    cfg.MODEL.PSDIFF.REID_LOSS = "l3"
+    with pytest.raises(PsdiffError, match="REID_LOSS = 'l3'"):
+        SetCriterion.from_config(cfg)

@@ -1,13 +1,15 @@
-"""Hungarian matcher against brute force over all assignments, with naive per-pair costs."""
+"""Hungarian matcher against brute force over all assignments, with naive per-pair costs;
+the dynamic-k matcher on hand-made cases."""
 
 import itertools
 import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from psdiff.config import get_cfg
-from psdiff.modeling.matcher import HungarianMatcher
+from psdiff.modeling.matcher import DynamicKMatcher, HungarianMatcher, build_matcher
 from psdiff.utils.errors import PsdiffError
 
 
@@ -114,3 +116,43 @@ def test_from_config():
     cfg.MODEL.PSDIFF.MATCH_K = 0
     with pytest.raises(PsdiffError, match=r"^MODEL.PSDIFF.MATCH_K must be >= 1, got 0$"):
         HungarianMatcher.from_config(cfg)
+
+
+def test_dynamic_k_gives_each_person_its_cheapest_inside_predictions():
+    size = torch.tensor([100.0, 100.0, 100.0, 100.0])
+    gt = torch.tensor([[10.0, 10.0, 40.0, 90.0], [60.0, 10.0, 90.0, 90.0]])
+    shift = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0]])
+    boxes = torch.cat([
+        gt[0] + shift,  # three near-copies of person 0: IoUs 1, 0.94, 0.95, so k = 2
+        gt[1:] + shift[:1],  # one copy of person 1, the rest far from it: k = 1
+        torch.tensor([[0.0, 0.0, 8.0, 8.0], [45.0, 0.0, 55.0, 20.0]]),  # centres in no person
+    ])
+    outputs = {"pred_logits": torch.zeros(1, 6, 1), "pred_boxes": boxes[None],
+               "pred_embeddings": torch.zeros(1, 6, 4)}
+    target = {"boxes": gt, "image_size": size, "embeddings": torch.zeros(2, 4)}
+    matcher = DynamicKMatcher()
+    ious = box_iou(boxes, gt)
+    k = ious.topk(5, dim=0).values.sum(0).floor()
+    assert k.tolist() == [2.0, 1.0]
+    (pred, gt_idx), = matcher(outputs, [target])
+    # person 0 takes its two cheapest copies (the exact one, then the 1-pixel shift)
+    assert sorted(zip(pred.tolist(), gt_idx.tolist())) == [(0, 0), (1, 0), (3, 1)]
+
+
+def test_dynamic_k_assigns_each_prediction_once_and_every_person():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        outputs, target = make_case(int(torch.randint(0, 1000, (1,), generator=g)), 12, 4)
+        (pred, gt_idx), = DynamicKMatcher()(outputs, [target])
+        assert len(set(pred.tolist())) == len(pred)  # a prediction serves one person
+        assert set(gt_idx.tolist()) == set(range(4))  # every person has a prediction
+
+
+def test_build_matcher_by_name():
+    cfg = get_cfg()
+    assert type(build_matcher(cfg)) is HungarianMatcher
+    cfg.MODEL.PSDIFF.MATCHER = "dynamic_k"
+    assert type(build_matcher(cfg)) is DynamicKMatcher
+    cfg.MODEL.PSDIFF.MATCHER = "greedy"
+    with pytest.raises(PsdiffError, match="MODEL.PSDIFF.MATCHER = 'greedy'"):
+        build_matcher(cfg)

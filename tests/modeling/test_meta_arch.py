@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
+from model_inputs import PERSONS, scene
 from tiny_config import EMB_DIM, TINY_OVERRIDES, tiny_cfg
 from tools_loader import load_tool
 from torchvision.ops import box_iou
@@ -28,33 +29,6 @@ def tiny_model(*overrides):
     return build_model(tiny_cfg(*overrides))
 
 
-COLORS = [(230, 60, 60), (60, 230, 60), (60, 60, 230), (230, 230, 60)]  # BGR per identity
-
-
-def scene(image_id, boxes, size=(96, 128), seed=0, original_scale=1.0):
-    """A model input: dark noise with one coloured rectangle per box (identity = its index),
-    and teacher embeddings that depend only on the identity, as a trained teacher's would."""
-    generator = torch.Generator().manual_seed(seed)
-    height, width = size
-    image = torch.randint(0, 40, (3, height, width), generator=generator, dtype=torch.uint8)
-    for pid, (x1, y1, x2, y2) in enumerate(boxes):
-        image[:, int(y1): int(y2), int(x1): int(x2)] = torch.tensor(COLORS[pid])[:, None, None]
-    identities = torch.randn(len(COLORS), EMB_DIM, generator=torch.Generator().manual_seed(7))
-    return {
-        "image": image,
-        "image_id": image_id,
-        "file_name": f"/nonexistent/{image_id}",
-        "height": int(height * original_scale),
-        "width": int(width * original_scale),
-        "instances": {
-            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "pids": torch.arange(len(boxes)),
-            "embeddings": torch.nn.functional.normalize(identities[: len(boxes)], dim=-1),
-        },
-    }
-
-
-PERSONS = [[10, 20, 40, 80], [50, 10, 80, 90], [90, 30, 120, 85]]
 
 
 def test_forward_backward_with_zero_and_three_persons():
@@ -284,3 +258,23 @@ def test_analyze_model_tool_reports_parameters_and_flops(capsys):
     assert int(total.replace(",", "")) == sum(p.numel() for p in tiny_model().parameters())
     flops = [float(line.split()[2][:-1]) for line in lines if line.startswith("steps ")]
     assert len(flops) == 2 and flops[1] > flops[0] > 0  # each step adds one CDL call
+
+
+def test_detectron2_minimal_inputs_need_no_image_id():
+    # Detectron2's model input is {"image", "height", "width"}; "image_id" is optional: the
+    # noise then comes from (TEST.SAMPLER_SEED, position in the call), and height / width
+    # default to the image's own size
+    model = tiny_model().eval()
+    image = scene("x.jpg", PERSONS)["image"]
+    minimal = [{"image": image, "height": 192, "width": 256}, {"image": image}]
+    first, bare = model(minimal)
+    again = model(minimal)[0]
+    assert torch.equal(first["boxes"], again["boxes"]) and len(first["boxes"]) > 0
+    assert torch.all(first["boxes"][:, 2] <= 256) and torch.all(bare["boxes"][:, 2] <= 128)
+    assert first["boxes"][:, 2].max() > 128  # rescaled to the given 256-wide original
+    # two positions, two noise draws: the same pixels give other proposals
+    halved = first["boxes"] / 2
+    assert halved.shape != bare["boxes"].shape or not torch.allclose(halved, bare["boxes"])
+    query = torch.tensor(PERSONS[:1], dtype=torch.float32)
+    (embedding,) = model.embed_queries(minimal[1:], [query])
+    assert embedding.shape == (1, EMB_DIM)
