@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""The paper's mechanism claims, measured on the synthetic benchmark with the CPU recipe.
+
+    python tools/mechanisms.py --output-dir output/mechanisms --seeds 1 2 \
+        [--tables fig6 table4b table4c table5 table6] [KEY VALUE ...]
+
+Stages 1-3 of `make demo` (benchmark, teacher, e0; reused when --output-dir holds them), then
+for every seed (SEED) one training of each variant of configs/synthetic/psdiff_r18_synthetic_
+cuhk.yaml that the chosen tables need, each evaluated as the table asks (steps, sampler).
+`KEY VALUE` overrides apply to every training (e.g. SOLVER.MAX_ITER 400 for a quick look).
+Finished runs and evaluations are reused, so a stopped run continues where it was. Writes
+`mechanisms.md` (one Markdown table per claim: mean and range over the seeds, and the command)
+into --output-dir and prints it.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+
+import numpy as np
+from demo_synthetic import evaluate, prepare, train
+
+from psdiff.data.catalog import resolve_root
+
+# training variants: name -> overrides of the synthetic recipe
+VARIANTS = {
+    "full CDL": [],
+    "SA + DC": ["MODEL.PSDIFF.USE_CA", "False"],
+    "SA": ["MODEL.PSDIFF.USE_CA", "False", "MODEL.PSDIFF.USE_DC", "False"],
+    "no interaction": ["MODEL.PSDIFF.USE_SA", "False", "MODEL.PSDIFF.USE_CA", "False",
+                       "MODEL.PSDIFF.USE_DC", "False"],
+    "cascaded": ["MODEL.PSDIFF.CASCADED", "True"],
+    "distillation (no embedding diffusion)": ["MODEL.PSDIFF.EMB_DIFFUSION", "False"],
+}
+# tables: name -> (title, [(row label, training variant, evaluation overrides)])
+TABLES = {
+    "fig6": ("Fig. 6: sampling steps", [
+        (f"{steps} step{'s' * (steps > 1)}", "full CDL", ["MODEL.PSDIFF.SAMPLE_STEPS", str(steps)])
+        for steps in (1, 2, 4, 8)]),
+    "table4b": ("Table IV(b): collaborative interaction", [
+        (name, name, []) for name in ("full CDL", "SA + DC", "SA", "no interaction")]),
+    "table4c": ("Table IV(c): cascaded vs parallel prediction (1 and 4 steps)", [
+        (f"{name}, {steps} step{'s' * (steps > 1)}", variant,
+         ["MODEL.PSDIFF.SAMPLE_STEPS", str(steps)])
+        for name, variant in (("parallel (recipe)", "full CDL"), ("cascaded (paper)", "cascaded"))
+        for steps in (1, 4)]),
+    "table5": ("Table V: fast samplers", [
+        (name, "full CDL", ["MODEL.PSDIFF.SAMPLER", sampler])
+        for name, sampler in (("DDIM", "DDIM"), ("DPM-Solver", "DPM_SOLVER"),
+                              ("DPM-Solver++", "DPM_SOLVER_PP"))]),
+    "table6": ("Table VI: diffusion of embeddings vs plain distillation", [
+        ("PSDiff (embeddings diffused)", "full CDL", []),
+        ("distillation baseline (e0 regressed)", "distillation (no embedding diffusion)", [])]),
+}
+COLUMNS = (("det/AP", "det AP"), ("det/recall", "recall"), ("search/mAP", "mAP"),
+           ("search/top1", "top-1"), ("@0.5/search/mAP", "mAP @0.5"))
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
+def cell(values: list) -> str:
+    """Mean over seeds, with the range when there are several."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="output/mechanisms", help="everything goes here")
+    parser.add_argument("--root", default="", help="datasets root (default: DATASETS.ROOT rule)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="SEED of each run")
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE training overrides")
+    args = parser.parse_args()
+
+    root = os.path.abspath(resolve_root(args.root))
+    out = os.path.abspath(args.output_dir)
+    _, targets = prepare(root, out)
+    lines = [f"Command: `python tools/mechanisms.py {shlex.join(sys.argv[1:])}`", ""]
+    for table in args.tables:
+        title, rows = TABLES[table]
+        lines += [f"### {title}", "", "| | " + " | ".join(n for _, n in COLUMNS) + " |",
+                  "|---" * (len(COLUMNS) + 1) + "|"]
+        for label, variant, eval_overrides in rows:
+            results = []
+            for seed in args.seeds:
+                run_dir = os.path.join(out, slug(variant), f"seed{seed}")
+                train(f"train {variant}, seed {seed}", root, targets, run_dir, "SEED", str(seed),
+                      *args.opts)
+                results.append(evaluate(f"evaluate {label}, seed {seed}", root, run_dir,
+                                        os.path.join(run_dir, "eval", slug(label)),
+                                        *eval_overrides))
+            lines.append(f"| {label} | " + " | ".join(
+                cell([r[key] for r in results]) for key, _ in COLUMNS) + " |")
+        lines.append("")
+    report = "\n".join(lines)
+    with open(os.path.join(out, "mechanisms.md"), "w") as f:
+        f.write(report)
+    print("\n" + report)
+
+
+if __name__ == "__main__":
+    main()
