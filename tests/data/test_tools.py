@@ -1,8 +1,10 @@
 """tools/make_synthetic.py and tools/visualize_data.py, run in-process on small trees."""
 
 import os
+import shutil
 
 import pytest
+import scipy.io
 from tools_loader import load_tool
 
 from psdiff.data import get_search_split, get_train_dicts
@@ -45,3 +47,18 @@ def test_visualize_data(written, tmp_path):
                      "--source", "dataloader", "--output-dir", str(tmp_path / "dl"),
                      "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)"]) == 0
     assert len(os.listdir(tmp_path / "dl")) == 3
+
+
+def test_malformed_annotation_is_one_line_from_a_tool(written, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "root"
+    shutil.copytree(written, root)
+    path = root / "synthetic" / "CUHK-SYSU" / "annotation" / "Images.mat"
+    images = scipy.io.loadmat(path)["Img"]
+    images[0, 0]["box"][0, 0]["idlocate"] = "x=3"
+    scipy.io.savemat(path, {"Img": images})
+    monkeypatch.setenv("PSDIFF_DATASETS", str(root))
+    status = load_tool("visualize_data").run(["--dataset", "synthetic_cuhk_sysu_train",
+                                              "--output-dir", str(tmp_path / "vis")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {path}: Img record 1 (") and "found the text 'x=3'" in err

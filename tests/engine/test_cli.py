@@ -50,7 +50,8 @@ def test_yaml_syntax_error_keeps_line_and_column(tmp_path, capsys):
                    "mapping values are not allowed here\n")
     child = tmp_path / "child.yaml"  # the fault is in the file it inherits from
     child.write_text("_BASE_: base.yaml\n")
-    assert f"{child}: {base} line 3, column 12" in _error_line(capsys, ["--config-file", str(child)])
+    err = _error_line(capsys, ["--config-file", str(child)])
+    assert f"{child}: {base} line 3, column 12" in err
 
 
 def test_unwritable_output_dir_is_one_line(tmp_path, capsys):
