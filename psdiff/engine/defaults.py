@@ -23,6 +23,7 @@ from psdiff.utils import comm
 from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from psdiff.utils.io import json_safe
 from psdiff.utils.logger import setup_logger
 
 from . import hooks
@@ -195,8 +196,8 @@ def save_eval_results(cfg, results: dict) -> None:
     """--eval-only's output (rank 0): OUTPUT_DIR/eval_results.json, and one JSON line printed."""
     if comm.is_main_process():
         with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        print(json.dumps(results, sort_keys=True))
+            json.dump(json_safe(results), f, indent=2, sort_keys=True, allow_nan=False)
+        print(json.dumps(json_safe(results), sort_keys=True))
 
 
 def _distributed(model: torch.nn.Module, cuda: bool) -> DistributedDataParallel:

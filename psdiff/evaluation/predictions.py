@@ -33,6 +33,21 @@ _ARRAYS = (
     "query_boxes",
     "query_embeddings",
 )
+_NUMBERS = ("gallery_boxes", "gallery_scores", "gallery_embeddings", "query_boxes",
+            "query_embeddings")  # every value must be a finite number
+_CHUNK_ROWS = 1 << 16  # rows checked at a time: a full-size gallery holds millions
+
+
+def _first_non_finite_row(array: np.ndarray) -> int:
+    """Index of the first row holding NaN or inf, or -1."""
+    if not array.size:
+        return -1
+    rows = array.reshape(len(array), -1)
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        bad = ~np.isfinite(rows[start: start + _CHUNK_ROWS]).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return -1
 
 
 @dataclass
@@ -142,7 +157,8 @@ class Predictions:
         return predictions
 
     def check(self, where: str = "predictions") -> None:
-        """Shapes agree with each other (raises `PsdiffError` naming the array at fault)."""
+        """Shapes agree with each other and every number is finite (raises `PsdiffError`
+        naming the array at fault, and the first bad row)."""
         num_images, num_rows = len(self.gallery_names), len(self.gallery_scores)
         offsets = self.gallery_offsets
         problems = [
@@ -161,3 +177,24 @@ class Predictions:
         for bad, message in problems:
             if bad:
                 raise PsdiffError(f"{where}: {message}")
+        self._check_finite(where)
+
+    def _check_finite(self, where: str) -> None:
+        """Every box, score and embedding is a finite number: a NaN score or embedding would
+        change the ranking silently (and make mAP NaN), so it is refused, naming the row."""
+        for name in _NUMBERS:
+            array = getattr(self, name)
+            if array.dtype.kind not in "fiu":
+                raise PsdiffError(f"{where}: {name} holds {array.dtype} values, not numbers")
+            row = _first_non_finite_row(array)
+            if row < 0:
+                continue
+            if name.startswith("gallery"):
+                image = int(np.searchsorted(self.gallery_offsets, row, side="right")) - 1
+                owner = f"a detection of gallery image {self.gallery_names[image]}"
+            else:
+                owner = f"query {row}, image {self.query_names[row]}"
+            values = np.asarray(array[row]).ravel()
+            raise PsdiffError(f"{where}: {name} row {row} ({owner}) holds "
+                              f"{values[~np.isfinite(values)][0]}; boxes, scores and embeddings "
+                              "must be finite numbers (did the model diverge?)")

@@ -1,8 +1,11 @@
-"""Writing files atomically: a crash or an error never leaves a half-written file under its name.
+"""Writing files safely: atomically (a crash or an error never leaves a half-written file under
+its name), and JSON that standard parsers read.
 
-Checkpoints, the predictions file and the teacher's e0 cache all go through `atomic_write`.
+Checkpoints, the predictions file and the teacher's e0 cache all go through `atomic_write`;
+metrics files go through `json_safe`.
 """
 
+import math
 import os
 
 
@@ -20,3 +23,15 @@ def atomic_write(path: str, write_fn) -> None:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def json_safe(value):
+    """`value` with every NaN or infinite float (nested in dicts and lists) replaced by None:
+    `json.dumps` would write them as NaN / Infinity, which is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
