@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.finite import first_non_finite_row, first_non_finite_value, owner_of_row
 from psdiff.utils.io import atomic_write
 
 _ARRAYS = (
@@ -35,19 +36,6 @@ _ARRAYS = (
 )
 _NUMBERS = ("gallery_boxes", "gallery_scores", "gallery_embeddings", "query_boxes",
             "query_embeddings")  # every value must be a finite number
-_CHUNK_ROWS = 1 << 16  # rows checked at a time: a full-size gallery holds millions
-
-
-def _first_non_finite_row(array: np.ndarray) -> int:
-    """Index of the first row holding NaN or inf, or -1."""
-    if not array.size:
-        return -1
-    rows = array.reshape(len(array), -1)
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        bad = ~np.isfinite(rows[start: start + _CHUNK_ROWS]).all(axis=1)
-        if bad.any():
-            return start + int(np.argmax(bad))
-    return -1
 
 
 @dataclass
@@ -186,15 +174,14 @@ class Predictions:
             array = getattr(self, name)
             if array.dtype.kind not in "fiu":
                 raise PsdiffError(f"{where}: {name} holds {array.dtype} values, not numbers")
-            row = _first_non_finite_row(array)
+            row = first_non_finite_row(array)
             if row < 0:
                 continue
             if name.startswith("gallery"):
-                image = int(np.searchsorted(self.gallery_offsets, row, side="right")) - 1
-                owner = f"a detection of gallery image {self.gallery_names[image]}"
+                image = self.gallery_names[owner_of_row(self.gallery_offsets, row)]
+                owner = f"a detection of gallery image {image}"
             else:
                 owner = f"query {row}, image {self.query_names[row]}"
-            values = np.asarray(array[row]).ravel()
             raise PsdiffError(f"{where}: {name} row {row} ({owner}) holds "
-                              f"{values[~np.isfinite(values)][0]}; boxes, scores and embeddings "
-                              "must be finite numbers (did the model diverge?)")
+                              f"{first_non_finite_value(array[row])}; boxes, scores and "
+                              "embeddings must be finite numbers (did the model diverge?)")
