@@ -23,7 +23,7 @@ from psdiff.utils import comm
 from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from psdiff.utils.io import json_safe
+from psdiff.utils.io import json_safe, remove_stale_temporaries
 from psdiff.utils.logger import setup_logger
 
 from . import hooks
@@ -254,7 +254,11 @@ class DefaultTrainer(TrainerBase):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """`resume` and a checkpoint in OUTPUT_DIR: restore everything and continue after its
-        iteration; otherwise load `MODEL.WEIGHTS` (model only) and start at iteration 0."""
+        iteration; otherwise load `MODEL.WEIGHTS` (model only) and start at iteration 0.
+        Either way, temporary checkpoint files a killed save left in OUTPUT_DIR are removed."""
+        removed = comm.run_on_main(lambda: remove_stale_temporaries(self.cfg.OUTPUT_DIR))
+        if removed:
+            logger.info(f"Removed temporary files of a save that was killed: {removed}")
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1

@@ -146,8 +146,10 @@ class TrainerBase:
                 else:
                     self.iter = max_iter  # Detectron2's convention: iter == max_iter when done
                     self.completed = True
-            finally:
-                self.after_train()
+            except BaseException:
+                self._after_train_after_error()
+                raise
+            self.after_train()
         if self.interrupted:
             raise KeyboardInterrupt(f"training interrupted after iteration {self.iter}")
 
@@ -159,6 +161,14 @@ class TrainerBase:
         self.storage.iter = self.iter
         for hook in self._hooks:
             hook.after_train()
+
+    def _after_train_after_error(self) -> None:
+        """`after_train` while an error propagates: should a hook fail too (writers on a full
+        disk), that is logged, and the first error stays the one the user sees."""
+        try:
+            self.after_train()
+        except Exception as e:
+            logger.error(f"while stopping on an error, a hook's after_train failed too: {e}")
 
     def before_step(self):
         self.storage.iter = self.iter

@@ -2,11 +2,15 @@
 its name), and JSON that standard parsers read.
 
 Checkpoints, the predictions file and the teacher's e0 cache all go through `atomic_write`;
-metrics files go through `json_safe`.
+`remove_stale_temporaries` clears what a killed writer left; metrics files go through
+`json_safe`.
 """
 
 import math
 import os
+import re
+
+_TEMPORARY = re.compile(r".+\.tmp\.(\d+)")  # atomic_write's temporary files: <name>.tmp.<pid>
 
 
 def atomic_write(path: str, write_fn) -> None:
@@ -23,6 +27,30 @@ def atomic_write(path: str, write_fn) -> None:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _running(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (this process included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list:
+    """Delete the temporary files `atomic_write` left in `folder` when its process was killed
+    mid-write (SIGKILL skips the clean-up); those of a process still running are kept.
+    Returns the names removed."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        match = _TEMPORARY.fullmatch(name)
+        if match and not _running(int(match.group(1))):
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
 
 
 def json_safe(value):
