@@ -9,6 +9,7 @@ Checkpoints, the predictions file and the teacher's e0 cache all go through `ato
 import math
 import os
 import re
+import shutil
 
 _TEMPORARY = re.compile(r".+\.tmp\.(\d+)")  # atomic_write's temporary files: <name>.tmp.<pid>
 
@@ -41,14 +42,15 @@ def _running(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str) -> list:
-    """Delete the temporary files `atomic_write` left in `folder` when its process was killed
-    mid-write (SIGKILL skips the clean-up); those of a process still running are kept.
-    Returns the names removed."""
+    """Delete the `<name>.tmp.<pid>` files (`atomic_write`) and folders (the synthetic
+    generator's) left in `folder` by a process killed mid-write (SIGKILL skips the clean-up);
+    those of a process still running are kept. Returns the names removed."""
     removed = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         match = _TEMPORARY.fullmatch(name)
         if match and not _running(int(match.group(1))):
-            os.remove(os.path.join(folder, name))
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             removed.append(name)
     return removed
 
