@@ -115,7 +115,10 @@ class Checkpointer:
                               f"failed ({self._free_space()}); {self._previous()}")
 
     def _free_space(self) -> str:
-        free = shutil.disk_usage(self.save_dir).free
+        try:
+            free = shutil.disk_usage(self.save_dir).free
+        except OSError:
+            return f"free space in {self.save_dir} unknown"
         return f"{free / 2**20:.0f} MiB free in {self.save_dir}"
 
     def _previous(self) -> str:

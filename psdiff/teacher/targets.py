@@ -14,9 +14,9 @@ image and box:
 
 Loading checks the file against the dataset (its name, then every image and box) and the
 teacher (a hash of its weights), checks that every box and e0 is finite, and refuses a mismatch
-or a NaN with one line naming the image. `attach_targets` copies
-e0 into the dataset dicts as each annotation's "embedding" / "embedding_flip", which the data
-mapper turns into `instances["embeddings"]` (the flipped one when it flips the image).
+or a NaN with one line naming the image. `attach_targets` copies e0 into the dataset dicts as
+each annotation's "embedding" / "embedding_flip", which the data mapper turns into
+`instances["embeddings"]` (the flipped one when it flips the image).
 """
 
 import copy
