@@ -8,9 +8,10 @@
 The gallery is a folder (its image files) or a quoted glob ("photos/*.jpg"). Writes to the
 output folder `ranking.json` (the top-k hits), `summary.jpg` (the query and its hits) and
 `detections/<index>_<name>.jpg` (each gallery image with all its detections, coloured by
-similarity, blue to red; gray: below --det-thresh), and prints the top-k table. Bad input (a
-missing or unreadable image, a box outside the image, an empty gallery, no MODEL.WEIGHTS)
-prints one line `error: ...` and exits with status 2.
+similarity, blue to red; gray: below --det-thresh), and prints the top-k table. An unreadable
+gallery image is skipped with a warning and counted in the summary. Bad input (a missing or
+unreadable query image, a box outside the image, a gallery without a readable image, no
+MODEL.WEIGHTS) prints one line `error: ...` and exits with status 2.
 """
 
 import argparse
@@ -114,8 +115,9 @@ def search(args) -> None:
                               args.cws)
     write_outputs(result, args.query_image, box, args.output_dir)
     print(table(result))
+    skipped = f" ({len(result.skipped)} unreadable, skipped)" if result.skipped else ""
     print(f"{len(result.hits)} hits of {sum(int(i['ranked'].sum()) for i in result.images)} "
-          f"detections in {len(gallery)} images; results in {args.output_dir}")
+          f"detections in {len(result.images)} images{skipped}; results in {args.output_dir}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import sys
 from psdiff.data import get_search_split, resolve_root
 from psdiff.evaluation import Predictions, metrics_from_cfg, run_cfg
 from psdiff.utils.errors import exit_status
+from psdiff.utils.io import json_safe
 
 
 def parse_args(argv=None):
@@ -47,7 +48,7 @@ def score(args) -> None:
     predictions = Predictions.load(args.predictions)
     cfg = run_cfg(predictions, args.config_file, args.opts, args.root)
     split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT), cfg.TEST.GALLERY_SIZE)
-    print(json.dumps(metrics_from_cfg(cfg, predictions, split), sort_keys=True))
+    print(json.dumps(json_safe(metrics_from_cfg(cfg, predictions, split)), sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,14 @@ def _unknown_key_error(key, valid, where):
     )
 
 
+def _yaml_problem(error: Exception) -> str:
+    """A YAML parser error in one line that keeps where it is: "FILE line L, column C: what"."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"{mark.name} line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _as_float_if_int(default, value):
     """`1` where the default is a float means 1.0 (yacs would reject the int's type)."""
     if isinstance(default, float) and not isinstance(default, bool):
@@ -82,7 +90,7 @@ class CfgNode(_FvcoreCfgNode):
         try:
             loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
         except (yaml.YAMLError, OSError) as e:
-            raise PsdiffError(f"cannot read config file {cfg_filename}: {e}".splitlines()[0])
+            raise PsdiffError(f"cannot read config file {cfg_filename}: {_yaml_problem(e)}")
         loaded = type(self)(loaded)
         self._check_keys(loaded, cfg_filename)
         self._coerce_ints(loaded)

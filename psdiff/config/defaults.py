@@ -26,7 +26,7 @@ _C.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]  # BGR pixel std
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # name in BACKBONE_REGISTRY (or swin)
 _C.MODEL.BACKBONE.FREEZE_AT = 2  # 0 = train all, 1 = freeze stem, 2 = stem + res2 (Detectron2)
-_C.MODEL.BACKBONE.PRETRAINED = ""  # local torchvision ImageNet state_dict (.pth); "" = random
+_C.MODEL.BACKBONE.PRETRAINED = ""  # torchvision://<WeightsEnum>.<NAME> or a .pth; "" = random
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50 or 101
@@ -108,7 +108,7 @@ _C.TEACHER.WEIGHTS = ""  # trained teacher checkpoint: builds the cache, checks 
 _C.TEACHER.LOSS = "HHCL"  # "HHCL" (supervised HHCL, paper) or "SREID" (ID + triplet, Table VI)
 _C.TEACHER.BACKBONE = CN()
 _C.TEACHER.BACKBONE.DEPTH = 50  # ResNet trunk depth: 18, 34 or 50 (HHCL: 50)
-_C.TEACHER.BACKBONE.PRETRAINED = ""  # local torchvision ImageNet state_dict (.pth); "" = random
+_C.TEACHER.BACKBONE.PRETRAINED = ""  # as MODEL.BACKBONE.PRETRAINED (HHCL: ResNet-50 ImageNet)
 _C.TEACHER.BACKBONE.LAST_STRIDE = 1  # stride of the last stage (HHCL: 1, 256x128 -> 16x8 map)
 _C.TEACHER.POOLING = "avg"  # "avg" or "gem" global pooling (HHCL README ResNet-50 runs: avg)
 _C.TEACHER.INPUT_SIZE = (256, 128)  # crop height, width fed to the teacher (HHCL: 256x128)

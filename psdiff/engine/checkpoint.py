@@ -6,8 +6,10 @@ read with `torch.load(..., weights_only=True)`, and a model that does not match 
 reported in one line naming the keys at fault.
 """
 
+import errno
 import logging
 import os
+import shutil
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -19,6 +21,9 @@ from psdiff.utils.io import atomic_write
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"  # file naming the newest checkpoint in the folder
+# errors of a write that ran out of room; torch.save reports the same as a RuntimeError
+# ("[enforce fail at inline_container.cc] unexpected pos ...")
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -96,15 +101,31 @@ class Checkpointer:
             comm.run_on_main(lambda: self._write(f"{name}.pth", data))
 
     def _write(self, basename: str, data: dict) -> None:
-        """Rank 0's part of `save`; a failed write becomes one PsdiffError line."""
+        """Rank 0's part of `save`; a failed write becomes one PsdiffError line (the previous
+        checkpoint, and `last_checkpoint` naming it, are left as they were)."""
         path = os.path.join(self.save_dir, basename)
         logger.info(f"Saving checkpoint to {path}")
         try:
             atomic_write(path, lambda f: torch.save(data, f))
             self.tag_last_checkpoint(basename)
-        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
-            reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
-            raise PsdiffError(f"cannot write checkpoint {path}: {reason}")
+        except (OSError, RuntimeError) as e:
+            if isinstance(e, OSError) and e.errno not in _NO_ROOM:
+                raise PsdiffError(f"cannot write checkpoint {path}: {e.strerror or e}")
+            raise PsdiffError(f"cannot write checkpoint {path}: the disk is full or the write "
+                              f"failed ({self._free_space()}); {self._previous()}")
+
+    def _free_space(self) -> str:
+        try:
+            free = shutil.disk_usage(self.save_dir).free
+        except OSError:
+            return f"free space in {self.save_dir} unknown"
+        return f"{free / 2**20:.0f} MiB free in {self.save_dir}"
+
+    def _previous(self) -> str:
+        """What a failed save leaves to resume from."""
+        if not self.has_checkpoint():
+            return "no earlier checkpoint exists"
+        return f"the previous checkpoint {self.get_checkpoint_file()} is kept"
 
     def tag_last_checkpoint(self, basename: str) -> None:
         path = os.path.join(self.save_dir, LAST_CHECKPOINT)

@@ -23,6 +23,7 @@ from psdiff.utils import comm
 from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from psdiff.utils.io import json_safe, remove_stale_temporaries
 from psdiff.utils.logger import setup_logger
 
 from . import hooks
@@ -195,8 +196,8 @@ def save_eval_results(cfg, results: dict) -> None:
     """--eval-only's output (rank 0): OUTPUT_DIR/eval_results.json, and one JSON line printed."""
     if comm.is_main_process():
         with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        print(json.dumps(results, sort_keys=True))
+            json.dump(json_safe(results), f, indent=2, sort_keys=True, allow_nan=False)
+        print(json.dumps(json_safe(results), sort_keys=True))
 
 
 def _distributed(model: torch.nn.Module, cuda: bool) -> DistributedDataParallel:
@@ -253,7 +254,11 @@ class DefaultTrainer(TrainerBase):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """`resume` and a checkpoint in OUTPUT_DIR: restore everything and continue after its
-        iteration; otherwise load `MODEL.WEIGHTS` (model only) and start at iteration 0."""
+        iteration; otherwise load `MODEL.WEIGHTS` (model only) and start at iteration 0.
+        Either way, temporary checkpoint files a killed save left in OUTPUT_DIR are removed."""
+        removed = comm.run_on_main(lambda: remove_stale_temporaries(self.cfg.OUTPUT_DIR))
+        if removed:
+            logger.info(f"Removed temporary files of a save that was killed: {removed}")
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1

@@ -5,12 +5,15 @@ loads `MODEL.WEIGHTS`, and takes BGR images as numpy arrays, resized as the test
 (`INPUT.MIN_SIZE_TEST` / `INPUT.MAX_SIZE_TEST` / `INPUT.FORMAT`). Each image's sampler noise is
 seeded by its file name (without folder), as in evaluation, so results are repeatable.
 Ranking follows the evaluation protocol: gallery detections scoring >= det_thresh, cosine
-similarity to the query, times the detection score with CWS.
+similarity to the query, times the detection score with CWS. An unreadable gallery image is
+skipped with a warning naming it; only a gallery without any readable image is an error.
 """
 
 import glob
+import itertools
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +24,8 @@ from psdiff.utils.errors import PsdiffError
 from psdiff.utils.image import read_image
 
 from .checkpoint import Checkpointer
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -59,7 +64,8 @@ class SearchResult:
     `images`: one dict per gallery image, in order: file_name, height, width, boxes [K, 4],
     scores [K], similarities [K] (cosine, x score with CWS) and ranked [K] (score >=
     det_thresh). `hits`: the top-k ranked detections, best first: rank (1-based), file_name,
-    box, score, similarity, image_index, detection_index.
+    box, score, similarity, image_index, detection_index. `skipped`: the gallery paths that
+    could not be read.
     """
 
     query_embedding: np.ndarray
@@ -67,6 +73,7 @@ class SearchResult:
     hits: list
     det_thresh: float
     cws: bool
+    skipped: list = field(default_factory=list)
 
 
 class SearchPredictor:
@@ -115,7 +122,8 @@ class SearchPredictor:
         """Rank every gallery detection against the query person (a path or BGR array + box).
 
         `det_thresh` / `cws` default to TEST.DET_THRESH_SEARCH / TEST.CWS. Gallery images are
-        read and detected TEST.IMS_PER_BATCH at a time, with a progress bar.
+        read and detected TEST.IMS_PER_BATCH at a time, with a progress bar; unreadable ones
+        are skipped (`SearchResult.skipped`), and none readable is a PsdiffError.
         """
         det_thresh = self.cfg.TEST.DET_THRESH_SEARCH if det_thresh is None else det_thresh
         cws = self.cfg.TEST.CWS if cws is None else cws
@@ -127,24 +135,38 @@ class SearchPredictor:
         if isinstance(query_image, str):
             query_id, query_image = os.path.basename(query_image), read_image(query_image)
         query = self.embed_query(query_image, box, query_id)
-        images = []
-        with tqdm(total=len(gallery_paths), desc="gallery", unit="img", disable=None) as bar:
-            for start in range(0, len(gallery_paths), self.batch_size):
-                paths = gallery_paths[start: start + self.batch_size]
-                pictures = [read_image(p) for p in paths]
-                outputs = self.detect_batch(pictures, [os.path.basename(p) for p in paths])
-                for path, picture, out in zip(paths, pictures, outputs):
-                    similarities = out["embeddings"] @ query
-                    if cws:  # confidence-weighted similarity: cosine x detection score
-                        similarities = similarities * out["scores"]
-                    images.append({
-                        "file_name": path, "height": picture.shape[0], "width": picture.shape[1],
-                        "boxes": out["boxes"], "scores": out["scores"],
-                        "similarities": similarities,
-                        "ranked": out["scores"] >= np.float32(det_thresh),
-                    })
-                bar.update(len(paths))
-        return SearchResult(query, images, rank_detections(images, top_k), det_thresh, cws)
+        images, skipped = [], []
+        bar = tqdm(gallery_paths, desc="gallery", unit="img", disable=None)
+        readable = _read_skipping(bar, skipped)
+        while batch := list(itertools.islice(readable, self.batch_size)):
+            paths, pictures = zip(*batch)
+            outputs = self.detect_batch(pictures, [os.path.basename(p) for p in paths])
+            for path, picture, out in zip(paths, pictures, outputs):
+                similarities = out["embeddings"] @ query
+                if cws:  # confidence-weighted similarity: cosine x detection score
+                    similarities = similarities * out["scores"]
+                images.append({
+                    "file_name": path, "height": picture.shape[0], "width": picture.shape[1],
+                    "boxes": out["boxes"], "scores": out["scores"],
+                    "similarities": similarities,
+                    "ranked": out["scores"] >= np.float32(det_thresh),
+                })
+        if not images:
+            raise PsdiffError(f"none of the {len(skipped)} gallery images is readable, "
+                              f"e.g. {skipped[0]}")
+        return SearchResult(query, images, rank_detections(images, top_k), det_thresh, cws,
+                            skipped)
+
+
+def _read_skipping(paths, skipped: list):
+    """(path, BGR image) of each readable path; an unreadable one is logged and appended to
+    `skipped` (a photo folder often holds a broken or half-copied file)."""
+    for path in paths:
+        try:
+            yield path, read_image(path)
+        except PsdiffError as e:
+            logger.warning(f"skipped gallery image: {e}")
+            skipped.append(path)
 
 
 def rank_detections(images: list, top_k: int) -> list[dict]:

@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(PsdiffError, FloatingPointError):
-    """A loss became NaN or infinite; the one-line message names the iteration and every loss
-    term (a PsdiffError: usually a setting such as the lr, and tools print it as one line)."""
+    """A loss became NaN or infinite, or the forward pass stopped on non-finite predictions
+    (a FloatingPointError, e.g. PSDiff's matcher); the one-line message names the iteration and
+    every loss term when known (a PsdiffError: usually a setting such as the lr, and tools
+    print it as one line)."""
 
 
 class HookBase:
@@ -144,8 +146,10 @@ class TrainerBase:
                 else:
                     self.iter = max_iter  # Detectron2's convention: iter == max_iter when done
                     self.completed = True
-            finally:
-                self.after_train()
+            except BaseException:
+                self._after_train_after_error()
+                raise
+            self.after_train()
         if self.interrupted:
             raise KeyboardInterrupt(f"training interrupted after iteration {self.iter}")
 
@@ -157,6 +161,14 @@ class TrainerBase:
         self.storage.iter = self.iter
         for hook in self._hooks:
             hook.after_train()
+
+    def _after_train_after_error(self) -> None:
+        """`after_train` while an error propagates: should a hook fail too (writers on a full
+        disk), that is logged, and the first error stays the one the user sees."""
+        try:
+            self.after_train()
+        except Exception as e:
+            logger.error(f"while stopping on an error, a hook's after_train failed too: {e}")
 
     def before_step(self):
         self.storage.iter = self.iter
@@ -199,10 +211,11 @@ class SimpleTrainer(TrainerBase):
     """One step: next batch, `model(batch)` -> dict of losses, sum, backward, clip, step.
 
     Keys of the model's dict that start with "loss" are summed and backpropagated; other keys
-    are extra scalars that are only logged. `data_loader` is any iterable of batches; for a
-    bit-identical resume it must restart at the resumed iteration (DefaultTrainer passes
-    `start_iter` to its builder). `grad_clip(params)` clips gradients in place (see
-    `psdiff.solver.build_gradient_clipper`).
+    are extra scalars that are only logged. A non-finite loss, or a FloatingPointError raised
+    by the forward pass, stops every rank before its backward pass (`NonFiniteLossError`).
+    `data_loader` is any iterable of batches; for a bit-identical resume it must restart at the
+    resumed iteration (DefaultTrainer passes `start_iter` to its builder). `grad_clip(params)`
+    clips gradients in place (see `psdiff.solver.build_gradient_clipper`).
     """
 
     def __init__(self, model, data_loader, optimizer, grad_clip=None):
@@ -229,16 +242,19 @@ class SimpleTrainer(TrainerBase):
         data = self._next_batch()
         data_time = time.perf_counter() - start
 
-        loss_dict = self.compute_losses(data)
+        try:
+            loss_dict, failure = self.compute_losses(data), ""
+        except FloatingPointError as e:  # e.g. the matcher, on NaN or inf predictions
+            loss_dict, failure = {}, str(e) or type(e).__name__
         loss_names = [k for k in loss_dict if k.startswith("loss")]
-        if not loss_names:
+        if not loss_names and not failure:
             raise ValueError(f"the model returned no 'loss*' key, only {sorted(loss_dict)}")
+        # one host sync for every scalar; every rank checks before any of them goes backward
+        values = [v.detach().float() for v in loss_dict.values()]
+        values = dict(zip(loss_dict, torch.stack(values).tolist() if values else []))
+        self._check_finite({k: values[k] for k in loss_names}, failure)
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(sum(loss_dict[k] for k in loss_names))
-        # one host sync for every scalar, while the backward pass runs on the device
-        values = torch.stack([v.detach().float() for v in loss_dict.values()]).tolist()
-        values = dict(zip(loss_dict, values))
-        self._check_finite({k: values[k] for k in loss_names})
         self.clip_and_step()
         self._write_metrics(values, data_time)
 
@@ -257,21 +273,21 @@ class SimpleTrainer(TrainerBase):
         if self.grad_clip is not None:
             self.grad_clip([p for g in self.optimizer.param_groups for p in g["params"]])
 
-    def _check_finite(self, losses: dict) -> None:
-        """Stop every rank before a non-finite loss on any of them reaches the weights (the
-        last checkpoint stays good); each rank raises the same message."""
-        def finite(values: dict) -> bool:
-            return all(math.isfinite(v) for v in values.values())
-
-        if not _any_rank(not finite(losses)):
+    def _check_finite(self, losses: dict, failure: str = "") -> None:
+        """Stop every rank, before any backward pass, when a loss on any of them is not finite
+        or its forward pass raised FloatingPointError (`failure`): the weights never take the
+        step and the last checkpoint stays good. Each rank raises the same message."""
+        problem = failure and f"the forward pass found non-finite values ({failure})"
+        if not problem and not all(math.isfinite(v) for v in losses.values()):
+            problem = ", ".join(f"{k}={v:.4g}" for k, v in sorted(losses.items()))
+        if not _any_rank(bool(problem)):
             return
-        per_rank = comm.all_gather(losses)
-        rank = next(r for r, values in enumerate(per_rank) if not finite(values))
-        terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(per_rank[rank].items()))
+        per_rank = comm.all_gather(problem)
+        rank = next(r for r, found in enumerate(per_rank) if found)
         where = f" on rank {rank}" if len(per_rank) > 1 else ""
         raise NonFiniteLossError(
-            f"non-finite loss at iteration {self.iter}{where}: {terms}; training stopped, "
-            "the last checkpoint is intact (resume with --resume)"
+            f"non-finite loss at iteration {self.iter}{where}: {per_rank[rank]}; training "
+            "stopped, the last checkpoint is intact (resume with --resume)"
         )
 
     def _write_metrics(self, values: dict, data_time: float) -> None:

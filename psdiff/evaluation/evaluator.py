@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from psdiff.data import build_test_loader, get_search_split, resolve_root
 from psdiff.utils import comm
+from psdiff.utils.io import json_safe
 
 from .metrics import metrics_from_cfg
 from .predictions import Predictions
@@ -135,7 +136,9 @@ class PersonSearchEvaluator:
         return metrics if comm.is_main_process() else {}
 
     def _score(self, predictions: Predictions) -> dict:
-        """Rank 0's part of `evaluate`."""
+        """Rank 0's part of `evaluate`: non-finite outputs are refused before anything is
+        written (see `Predictions.check`)."""
+        predictions.check(f"{self.dataset_name} predictions")
         if self.output_dir and self.save_predictions:
             path = os.path.join(self.output_dir, "predictions.npz")
             predictions.save(path)
@@ -143,10 +146,10 @@ class PersonSearchEvaluator:
         metrics = self.metric_fn(predictions)
         if self.output_dir:
             os.makedirs(self.output_dir, exist_ok=True)
+            meta = {k: v for k, v in self.meta.items() if k != "config"}
+            record = {"dataset": self.dataset_name, "metrics": metrics, "meta": meta}
             with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
-                json.dump({"dataset": self.dataset_name, "metrics": metrics,
-                           "meta": {k: v for k, v in self.meta.items() if k != "config"}},
-                          f, indent=1, sort_keys=True)
+                json.dump(json_safe(record), f, indent=1, sort_keys=True, allow_nan=False)
         logger.info("%s: %s", self.dataset_name, json.dumps(metrics, sort_keys=True))
         return metrics
 

@@ -28,14 +28,23 @@ from .search import eval_search_cuhk, eval_search_prw
 logger = logging.getLogger(__name__)
 
 
-def align_gallery(predictions: Predictions, gallery: list) -> GalleryRows:
+def _sides(predictions: Predictions, dataset_name: str) -> tuple:
+    """How error lines name the two sides: the dataset the predictions were made on (their
+    meta) and the dataset they are scored against."""
+    made_on = predictions.meta.get("dataset")
+    return (f"the predictions of {made_on!r}" if made_on else "the predictions",
+            f"dataset {dataset_name!r}" if dataset_name else "the dataset")
+
+
+def align_gallery(predictions: Predictions, gallery: list, dataset_name: str = "") -> GalleryRows:
     """The file's gallery detections reordered to the dataset's gallery list (names must match)."""
     names = [record["image_id"] for record in gallery]
     if len(names) != len(predictions.gallery_names) or set(names) != set(
             predictions.gallery_names.tolist()):
         missing = sorted(set(names) - set(predictions.gallery_names.tolist()))[:3]
+        ours, theirs = _sides(predictions, dataset_name)
         raise PsdiffError(
-            f"predictions hold {len(predictions.gallery_names)} gallery images, the dataset "
+            f"{ours} hold {len(predictions.gallery_names)} gallery images, {theirs} has "
             f"{len(names)}; e.g. missing from the predictions: {missing}")
     rows = predictions.gallery
     if list(predictions.gallery_names) == names:
@@ -44,17 +53,18 @@ def align_gallery(predictions: Predictions, gallery: list) -> GalleryRows:
     return rows.take_images(np.asarray([position[n] for n in names], dtype=np.int64))
 
 
-def check_queries(predictions: Predictions, queries: list) -> None:
+def check_queries(predictions: Predictions, queries: list, dataset_name: str = "") -> None:
     """The file's queries are the dataset's, in the same order (same images, same boxes)."""
+    ours, theirs = _sides(predictions, dataset_name)
     if len(queries) != len(predictions.query_names):
-        raise PsdiffError(f"predictions hold {len(predictions.query_names)} queries, "
-                          f"the dataset {len(queries)}")
+        raise PsdiffError(f"{ours} hold {len(predictions.query_names)} queries, {theirs} has "
+                          f"{len(queries)}: score them on the dataset they were made on")
     for i, query in enumerate(queries):
         if (predictions.query_names[i] != query["image_id"]
                 or not np.allclose(predictions.query_boxes[i], query["bbox"], atol=1e-3)):
             raise PsdiffError(
                 f"query {i} is {predictions.query_names[i]} {predictions.query_boxes[i].tolist()}"
-                f" in the predictions but {query['image_id']} {list(query['bbox'])} in the dataset")
+                f" in {ours} but {query['image_id']} {list(query['bbox'])} in {theirs}")
 
 
 def search_rows(rows: GalleryRows, det_thresh: float, cws: bool) -> GalleryRows:
@@ -75,17 +85,19 @@ def compute_metrics(predictions: Predictions, protocol: str, gallery: list, quer
                     load_queries: Optional[Callable[[int], list]] = None,
                     gallery_sizes: Sequence[int] = (), gallery_size: int = 100,
                     det_thresh_search: float = 0.5, det_thresh_detection: float = 0.01,
-                    ignore_cam_id: bool = True, cws: bool = False) -> dict:
+                    ignore_cam_id: bool = True, cws: bool = False,
+                    dataset_name: str = "") -> dict:
     """The flat metrics dict of `predictions` on a split.
 
     protocol: "cuhk_sysu" or "prw". `queries` is the headline query list (CUHK-SYSU: loaded at
     `gallery_size`); `load_queries(N)` loads the CUHK-SYSU queries for another gallery size N.
+    `dataset_name` names the split in the error lines of a file that does not fit it.
     """
     if protocol not in ("cuhk_sysu", "prw"):
         raise PsdiffError(f"unknown search protocol '{protocol}' (cuhk_sysu or prw)")
     start = time.perf_counter()
-    check_queries(predictions, queries)
-    rows = align_gallery(predictions, gallery)
+    check_queries(predictions, queries, dataset_name)
+    rows = align_gallery(predictions, gallery, dataset_name)
     metrics = {}
     for prefix, labeled_only in (("det", False), ("det_labeled", True)):
         result = eval_detection(gallery, rows, det_thresh_detection, labeled_only=labeled_only)
@@ -101,7 +113,7 @@ def compute_metrics(predictions: Predictions, protocol: str, gallery: list, quer
         for size in dict.fromkeys([gallery_size, *gallery_sizes]):  # headline first, no repeats
             size_queries = queries if size == gallery_size else load_queries(size)
             if size != gallery_size:
-                check_queries(predictions, size_queries)
+                check_queries(predictions, size_queries, dataset_name)
             result = eval_search_cuhk(ranked, embeddings, names, size_queries)
             summary = result.summary(gallery_size_key(size))
             if size in gallery_sizes:
@@ -134,7 +146,7 @@ def metrics_from_cfg(cfg, predictions: Predictions, split) -> dict:
         gallery_sizes=sizes, gallery_size=cfg.TEST.GALLERY_SIZE,
         det_thresh_search=cfg.TEST.DET_THRESH_SEARCH,
         det_thresh_detection=cfg.TEST.DET_THRESH_DETECTION,
-        ignore_cam_id=cfg.TEST.IGNORE_CAM_ID, cws=cfg.TEST.CWS,
+        ignore_cam_id=cfg.TEST.IGNORE_CAM_ID, cws=cfg.TEST.CWS, dataset_name=split.name,
     )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.finite import first_non_finite_row, first_non_finite_value, owner_of_row
 from psdiff.utils.io import atomic_write
 
 _ARRAYS = (
@@ -33,6 +34,8 @@ _ARRAYS = (
     "query_boxes",
     "query_embeddings",
 )
+_NUMBERS = ("gallery_boxes", "gallery_scores", "gallery_embeddings", "query_boxes",
+            "query_embeddings")  # every value must be a finite number
 
 
 @dataclass
@@ -142,7 +145,8 @@ class Predictions:
         return predictions
 
     def check(self, where: str = "predictions") -> None:
-        """Shapes agree with each other (raises `PsdiffError` naming the array at fault)."""
+        """Shapes agree with each other and every number is finite (raises `PsdiffError`
+        naming the array at fault, and the first bad row)."""
         num_images, num_rows = len(self.gallery_names), len(self.gallery_scores)
         offsets = self.gallery_offsets
         problems = [
@@ -161,3 +165,23 @@ class Predictions:
         for bad, message in problems:
             if bad:
                 raise PsdiffError(f"{where}: {message}")
+        self._check_finite(where)
+
+    def _check_finite(self, where: str) -> None:
+        """Every box, score and embedding is a finite number: a NaN score or embedding would
+        change the ranking silently (and make mAP NaN), so it is refused, naming the row."""
+        for name in _NUMBERS:
+            array = getattr(self, name)
+            if array.dtype.kind not in "fiu":
+                raise PsdiffError(f"{where}: {name} holds {array.dtype} values, not numbers")
+            row = first_non_finite_row(array)
+            if row < 0:
+                continue
+            if name.startswith("gallery"):
+                image = self.gallery_names[owner_of_row(self.gallery_offsets, row)]
+                owner = f"a detection of gallery image {image}"
+            else:
+                owner = f"query {row}, image {self.query_names[row]}"
+            raise PsdiffError(f"{where}: {name} row {row} ({owner}) holds "
+                              f"{first_non_finite_value(array[row])}; boxes, scores and "
+                              "embeddings must be finite numbers (did the model diverge?)")

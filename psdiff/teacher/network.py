@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from psdiff.modeling.backbone.pretrained import load_pretrained
+from psdiff.modeling.backbone.pretrained import load_pretrained, warn_random_init
 from psdiff.utils.errors import PsdiffError
 
 _NETWORK_PARTS = ("body.", "pool.", "head.", "neck.")  # ReIDNetwork's state_dict prefixes
@@ -77,7 +77,12 @@ class ReIDNetwork(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        """Build from `cfg.TEACHER` and `cfg.MODEL.PSDIFF.EMB_DIM`."""
+        """Build from `cfg.TEACHER` and `cfg.MODEL.PSDIFF.EMB_DIM`; warns when HHCL's ResNet-50
+        would train from random weights (no PRETRAINED and no checkpoint to load)."""
+        depth = cfg.TEACHER.BACKBONE.DEPTH
+        checkpoint = cfg.TEACHER.WEIGHTS or cfg.MODEL.WEIGHTS
+        if not cfg.TEACHER.BACKBONE.PRETRAINED and depth >= 50 and not checkpoint:
+            warn_random_init("TEACHER.BACKBONE.PRETRAINED", f"ResNet{depth}_Weights.IMAGENET1K_V1")
         return cls(depth=cfg.TEACHER.BACKBONE.DEPTH, emb_dim=cfg.MODEL.PSDIFF.EMB_DIM,
                    last_stride=cfg.TEACHER.BACKBONE.LAST_STRIDE, pooling=cfg.TEACHER.POOLING,
                    pretrained=cfg.TEACHER.BACKBONE.PRETRAINED)

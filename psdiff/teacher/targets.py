@@ -13,9 +13,10 @@ image and box:
   meta        JSON str      format, dataset name, teacher fingerprint, D, crop size
 
 Loading checks the file against the dataset (its name, then every image and box) and the
-teacher (a hash of its weights) and refuses a mismatch with one line. `attach_targets` copies
-e0 into the dataset dicts as each annotation's "embedding" / "embedding_flip", which the data
-mapper turns into `instances["embeddings"]` (the flipped one when it flips the image).
+teacher (a hash of its weights), checks that every box and e0 is finite, and refuses a mismatch
+or a NaN with one line naming the image. `attach_targets` copies e0 into the dataset dicts as
+each annotation's "embedding" / "embedding_flip", which the data mapper turns into
+`instances["embeddings"]` (the flipped one when it flips the image).
 """
 
 import copy
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.finite import first_non_finite_row, first_non_finite_value, owner_of_row
 from psdiff.utils.io import atomic_write
 
 from .inference import dataset_jobs, embed_boxes
@@ -37,6 +39,7 @@ from .network import load_network_state
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "psdiff-teacher-targets-v1"
+CACHE_ARRAYS = ("image_ids", "offsets", "boxes", "embeddings", "embeddings_flip")
 BOX_TOLERANCE = 1e-3  # pixels; cached boxes are float32 copies of the dataset's
 
 
@@ -103,8 +106,29 @@ def load_targets(path: str, dataset_name: str = None, teacher: str = None) -> di
     if teacher is not None and meta["teacher_fingerprint"] != teacher:
         raise PsdiffError(f"TEACHER.CACHE {path} was built by teacher {meta['teacher_fingerprint']}"
                           f", not by TEACHER.WEIGHTS (teacher {teacher}); rebuild it")
+    _check_values(path, cache)
     cache["meta"] = meta
     return cache
+
+
+def _check_values(path: str, cache: dict) -> None:
+    """Every array is there and every box and e0 is finite: a NaN target would surface far
+    from its cause, as a NaN loss or the matcher's error, iterations later."""
+    missing = [name for name in CACHE_ARRAYS if name not in cache]
+    if missing:
+        raise PsdiffError(f"TEACHER.CACHE {path} lacks arrays {missing}; rebuild it with "
+                          "tools/build_targets.py")
+    for name in ("boxes", "embeddings", "embeddings_flip"):
+        row = first_non_finite_row(cache[name])
+        if row < 0:
+            continue
+        image = owner_of_row(cache["offsets"], row)
+        box = row - int(cache["offsets"][image])
+        value = first_non_finite_value(cache[name][row])
+        raise PsdiffError(
+            f"TEACHER.CACHE {path}: {name} of image {cache['image_ids'][image]} (box {box}) "
+            f"holds {value}; rebuild it with tools/build_targets.py from a teacher that did not "
+            "diverge")
 
 
 def attach_targets(dataset_dicts, cache: dict) -> list:

@@ -22,6 +22,8 @@ def exit_status(body, *args, resumable: bool = False) -> int:
     except KeyboardInterrupt as e:
         if not resumable:
             raise
-        print(f"interrupted: {e or 'stopped'}; continue with --resume", file=sys.stderr)
+        # the first Ctrl-C saves and says where; a second one (Python's own, empty) stops at once
+        reason = str(e) or "stopped at once, without saving this iteration"
+        print(f"interrupted: {reason}; continue with --resume", file=sys.stderr)
         return 130
     return 0

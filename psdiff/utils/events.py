@@ -15,6 +15,8 @@ from collections import defaultdict
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
 
+from .io import json_safe
+
 logger = logging.getLogger(__name__)
 
 _CURRENT_STORAGE_STACK = []
@@ -148,7 +150,7 @@ class JSONWriter(EventWriter):
             self._file_handle = open(self._json_file, "a")
         new = _new_scalars_by_iter(storage, self._last_write, self._window_size)
         for itr, scalars in new.items():
-            line = json.dumps({"iteration": itr, **scalars}, sort_keys=True)
+            line = json.dumps(json_safe({"iteration": itr, **scalars}), sort_keys=True)
             self._file_handle.write(line + "\n")
             self._last_write = itr
         self._file_handle.flush()

@@ -93,3 +93,79 @@ def test_catalog_names_and_roots(tmp_path):
     assert os.path.join(str(tmp_path), "PRW") in message
     message = _error(get_search_split, "synthetic_cuhk_sysu_test", str(tmp_path))
     assert "tools/make_synthetic.py" in message
+
+
+def _rewrite_mat(path, variable, edit):
+    """Load one variable of a MATLAB file, let `edit` change it (or return a new one), save."""
+    value = scipy.io.loadmat(path)[variable]
+    edited = edit(value)
+    scipy.io.savemat(path, {variable: value if edited is None else edited})
+
+
+def test_protocol_file_without_query_field(cuhk_tree, tmp_path):
+    root, _ = _copy(cuhk_tree, tmp_path)
+    path = os.path.join(root, "annotation", "test", "train_test", "TestG6.mat")
+
+    def rename_query(protocol):
+        renamed = np.empty(protocol.shape, dtype=[("Gallery", object), ("Other", object)])
+        for index in np.ndindex(protocol.shape):
+            renamed[index] = (protocol[index]["Gallery"], protocol[index]["Query"])
+        return renamed
+
+    _rewrite_mat(path, "TestG6", rename_query)
+    message = _error(load_cuhk_sysu, root, "query", 6)
+    assert message == (f"{path}: record 1: expected a struct with fields (Query, Gallery), "
+                       "found a struct with fields (Gallery, Other); see datasets/README.md "
+                       "for the expected tree")
+
+
+@pytest.mark.parametrize("box, found", [
+    ("abc", "the text 'abc'"),
+    (np.array([[3.0, 4.0, 20.0]]), "3 values [3.0, 4.0, 20.0]"),
+    (np.array([[3.0, np.nan, 20.0, 30.0]]), "4 values [3.0, nan, 20.0, 30.0]"),
+])
+def test_malformed_box_in_images_mat(cuhk_tree, tmp_path, box, found):
+    root, _ = _copy(cuhk_tree, tmp_path)
+    path = os.path.join(root, "annotation", "Images.mat")
+    names = []
+
+    def break_second_image(images):
+        names.append(str(images[0, 1]["imname"][0]))
+        images[0, 1]["box"][0, 0]["idlocate"] = box
+
+    _rewrite_mat(path, "Img", break_second_image)
+    message = _error(load_cuhk_sysu, root, "train")
+    assert message == (f"{path}: Img record 2 ({names[0]}) box 1 idlocate: expected a box "
+                       f"[x, y, w, h] of 4 finite numbers, found {found}; see datasets/README.md "
+                       "for the expected tree")
+
+
+def test_malformed_train_scene_and_pool_entry(cuhk_tree, tmp_path):
+    root, _ = _copy(cuhk_tree, tmp_path)
+    train = os.path.join(root, "annotation", "test", "train_test", "Train.mat")
+
+    def number_as_image_name(persons):
+        persons[1, 0][0, 0]["scene"][0, 1]["imname"] = np.array([[7.0]])
+
+    _rewrite_mat(train, "Train", number_as_image_name)
+    message = _error(load_cuhk_sysu, root, "train")
+    assert message.startswith(f"{train}: Train person 2 scene 2 imname: expected a name (text), "
+                              "found 1 values [7.0];")
+    pool = os.path.join(root, "annotation", "pool.mat")
+    _rewrite_mat(pool, "pool", lambda cells: cells.__setitem__((2, 0), np.zeros((0, 0))))
+    assert _error(load_cuhk_sysu, root, "gallery").startswith(
+        f"{pool}: pool entry 3: expected a name (text), found an empty array;")
+
+
+def test_malformed_prw_rows_and_ids(prw_tree, tmp_path):
+    root, gt = _copy(prw_tree, tmp_path)
+    name = sorted(n for n in gt.images if gt.images[n]["split"] == "test")[0]
+    path = os.path.join(root, "annotations", name + ".mat")
+    scipy.io.savemat(path, {"box_new": np.array(["1 2 3 4 5"])})
+    assert _error(load_prw, root, "gallery") == (
+        f"{path}: the boxes: expected rows [id, x, y, w, h] of finite numbers, found the text "
+        "'1 2 3 4 5'; see datasets/README.md for the expected tree")
+    ids = os.path.join(root, "ID_train.mat")
+    scipy.io.savemat(ids, {"ID_train": np.array([[1.0, np.inf]])})
+    assert _error(load_prw, root, "train").startswith(
+        f"{ids}: ID_train: expected identity numbers, found 2 values [1.0, inf];")

@@ -24,13 +24,16 @@ TRUE_W = torch.linspace(-1, 1, IN_DIM * OUT_DIM).reshape(OUT_DIM, IN_DIM)
 
 
 class ToyModel(nn.Module):
-    """`backbone` + `head` MLP; returns {"loss_mse", "loss_l1", "mean_pred"} in training."""
+    """`backbone` + `head` MLP; returns {"loss_mse", "loss_l1", "mean_pred"} in training.
+    With `strict`, non-finite predictions raise FloatingPointError in training, as PSDiff's
+    matcher does before any loss exists."""
 
-    def __init__(self, noise: bool = True):
+    def __init__(self, noise: bool = True, strict: bool = False):
         super().__init__()
         self.backbone = nn.Sequential(nn.Linear(IN_DIM, 16), nn.Tanh())
         self.head = nn.Linear(16, OUT_DIM)
         self.noise = noise
+        self.strict = strict
 
     def forward(self, batch):
         x = torch.stack([d["x"] for d in batch])
@@ -41,6 +44,8 @@ class ToyModel(nn.Module):
         pred = self.head(self.backbone(x))
         if not self.training:
             return pred
+        if self.strict and not torch.isfinite(pred).all():
+            raise FloatingPointError("predictions are not finite")
         return {
             "loss_mse": ((pred - y) ** 2).mean(),
             "loss_l1": 0.1 * (pred - y).abs().mean(),
@@ -124,6 +129,14 @@ class QuietToyTrainer(ToyTrainer):
     noise = False
 
 
+class StrictToyTrainer(QuietToyTrainer):
+    """The quiet toy that raises FloatingPointError on non-finite predictions."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        return ToyModel(noise=False, strict=True)
+
+
 def toy_cfg(output_dir: str, **overrides):
     """A frozen config for 10 CPU iterations of the toy; `overrides` as KEY=VALUE (dots as __)."""
     cfg = get_cfg()
@@ -181,10 +194,11 @@ def distributed_main(output_dir: str, max_iter: int, resume: bool = False, inter
     torch.save(module.state_dict(), f"{output_dir}/weights_rank{comm.get_rank()}.pt")
 
 
-def nan_on_rank_1(output_dir: str) -> None:
+def nan_on_rank_1(output_dir: str, strict: bool = False) -> None:
     """One rank of the NaN check: train the quiet toy (no run setup, only the loop matters);
-    rank 1's loss turns NaN at iteration 3."""
-    trainer = QuietToyTrainer(toy_cfg(output_dir, SOLVER__MAX_ITER=6))
+    rank 1's loss turns NaN at iteration 3 (with `strict`, its forward raises instead)."""
+    trainer_class = StrictToyTrainer if strict else QuietToyTrainer
+    trainer = trainer_class(toy_cfg(output_dir, SOLVER__MAX_ITER=6))
     trainer.register_hooks([PoisonRank(2, rank=1)])
     trainer.train()
 

@@ -42,6 +42,18 @@ def test_unknown_key_in_overrides_or_file_is_one_line(tmp_path, capsys):
     assert "SOLVER.MAX_ITERS" in err and str(config) in err
 
 
+def test_yaml_syntax_error_keeps_line_and_column(tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text("SOLVER:\n  BASE_LR: 0.1\n   MAX_ITER: 3\n")  # one space too many
+    err = _error_line(capsys, ["--config-file", str(base)])
+    assert err == (f"error: cannot read config file {base}: {base} line 3, column 12: "
+                   "mapping values are not allowed here\n")
+    child = tmp_path / "child.yaml"  # the fault is in the file it inherits from
+    child.write_text("_BASE_: base.yaml\n")
+    err = _error_line(capsys, ["--config-file", str(child)])
+    assert f"{child}: {base} line 3, column 12" in err
+
+
 def test_unwritable_output_dir_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -87,6 +87,20 @@ def test_nan_loss_on_one_rank_stops_every_rank_at_that_iteration(tmp_path, capfd
     assert open(tmp_path / "last_checkpoint").read() == "model_0000002.pth"
 
 
+def test_non_finite_predictions_on_one_rank_stop_every_rank_before_backward(tmp_path, capfd):
+    # rank 1's forward raises FloatingPointError (as PSDiff's matcher does on NaN predictions)
+    # while rank 0's loss is finite: no rank enters DDP's backward, both report the same line
+    with pytest.raises(SystemExit) as exit_:
+        launch(nan_on_rank_1, 2, args=(str(tmp_path), True), backend="gloo")
+    assert exit_.value.code == 2
+    errors = _error_lines(capfd)
+    assert errors == [
+        "error: non-finite loss at iteration 3 on rank 1: the forward pass found non-finite "
+        "values (predictions are not finite); training stopped, the last checkpoint is intact "
+        "(resume with --resume)"] * 2
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000002.pth"
+
+
 def test_failed_write_on_rank_0_stops_every_rank_with_one_line(tmp_path, capfd):
     missing = tmp_path / "missing"
     with pytest.raises(SystemExit) as exit_:

@@ -7,7 +7,9 @@ arbitrarily, so no test asserts which detection wins.
 """
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -226,11 +228,33 @@ def test_bad_input_is_one_error_line(run, tmp_path, capsys):
     assert f"gallery {pattern} has no image files" in _error(capsys, _argv(run, gallery=pattern))
     broken = tmp_path / "broken"
     broken.mkdir()
-    _scene(broken / "a.png", 96, 128, 0)
+    (broken / "y.png").write_bytes(b"")
     (broken / "z.jpg").write_bytes(b"not a jpeg")
-    assert f"cannot read image {broken / 'z.jpg'}" in _error(
-        capsys, _argv(run, "--output-dir", str(tmp_path / "out"), gallery=broken))
+    assert _error(capsys, _argv(run, "--output-dir", str(tmp_path / "out"), gallery=broken)) == (
+        f"error: none of the 2 gallery images is readable, e.g. {broken / 'y.png'}\n")
     assert "top-k" in _error(capsys, _argv(run, "--top-k", "0"))
+
+
+def test_unreadable_gallery_images_are_skipped_and_counted(run, tmp_path, capsys, caplog):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(run["gallery"], gallery)
+    (gallery / "0_broken.jpg").write_bytes(b"not a jpeg")  # first: reading goes on after it
+    (gallery / "bb_half.png").write_bytes(open(gallery / "b.png", "rb").read()[:40])
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        assert demo.main(_argv(run, "--top-k", "1000", "--det-thresh", "0", "--output-dir",
+                               str(out), gallery=gallery)) == 0
+    for name in ("0_broken.jpg", "bb_half.png"):
+        assert f"skipped gallery image: cannot read image {gallery / name}" in caplog.text
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.endswith(f"detections in 3 images (2 unreadable, skipped); results in {out}")
+    # the readable images give exactly the ranking of a gallery without the broken files
+    hits = json.loads((out / "ranking.json").read_text())["hits"]
+    expected = _independent_detections(run)
+    np.testing.assert_allclose([h["similarity"] for h in hits], [r[0] for r in expected],
+                               atol=1e-4)
+    assert {os.path.basename(h["file_name"]) for h in hits} <= set(GALLERY_SHAPES)
+    assert sorted(os.listdir(out / "detections")) == ["0_a.jpg", "1_b.jpg", "2_c.jpg"]
 
 
 def test_empty_weights_from_the_command_line(run):

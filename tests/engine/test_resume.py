@@ -10,6 +10,7 @@ from engine_toys import ToyTrainer, toy_cfg
 
 from psdiff.engine import HookBase
 from psdiff.utils.env import seed_all_rng
+from psdiff.utils.errors import exit_status
 
 
 class _SignalAt(HookBase):
@@ -20,6 +21,18 @@ class _SignalAt(HookBase):
 
     def after_step(self):
         if self.trainer.iter == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+class _SignalTwiceAt(HookBase):
+    """Sends two real SIGINTs after iteration `at`: the second one acts at once."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_step(self):
+        if self.trainer.iter == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -73,6 +86,20 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path, uninterrupted):
     assert open(tmp_path / "last_checkpoint").read() == "model_0000004.pth"
     resumed = _run(cfg, resume=True)
     assert resumed.start_iter == 5
+    _assert_same_state(uninterrupted, resumed)
+
+
+def test_second_ctrl_c_says_why_it_stopped_and_resume_continues(tmp_path, capsys,
+                                                               uninterrupted):
+    cfg = toy_cfg(tmp_path)
+    status = exit_status(_run, cfg, None, _SignalTwiceAt(3), resumable=True)
+    assert status == 130
+    assert capsys.readouterr().err == ("interrupted: stopped at once, without saving this "
+                                       "iteration; continue with --resume\n")
+    # nothing was saved for iteration 3: the periodic checkpoint of iteration 2 is the last
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000002.pth"
+    resumed = _run(cfg, resume=True)
+    assert resumed.start_iter == 3
     _assert_same_state(uninterrupted, resumed)
 
 

@@ -10,6 +10,7 @@ import torch
 from eval_oracle import OracleModel, evaluate_and_dump, make_cfg, oracle_for
 from tools_loader import load_tool
 
+from psdiff.data import get_search_split
 from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
 from psdiff.engine import launch
 from psdiff.evaluation import (
@@ -18,6 +19,7 @@ from psdiff.evaluation import (
     evaluate,
     inference_on_dataset,
 )
+from psdiff.utils.errors import PsdiffError
 
 evaluate_tool = load_tool("evaluate")
 plot_results = load_tool("plot_results")
@@ -99,6 +101,9 @@ def test_evaluate_tool_rejects_a_mismatched_file(root, tmp_path, capsys):
     assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "--root", root]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and len(error.splitlines()) == 1
+    # both datasets are named: the one the file was made on and the one asked for
+    assert error.startswith(f"error: the predictions of '{PRW}' hold ")
+    assert f"queries, dataset '{CUHK}' has " in error
     assert evaluate_tool.main(["--predictions", str(tmp_path / "nope.npz"),
                                "--dataset", CUHK]) == 2
     truncated = tmp_path / "truncated.npz"
@@ -106,6 +111,82 @@ def test_evaluate_tool_rejects_a_mismatched_file(root, tmp_path, capsys):
     capsys.readouterr()
     assert evaluate_tool.main(["--predictions", str(truncated), "--dataset", PRW]) == 2
     assert "not an intact .npz" in capsys.readouterr().err
+
+
+def _with_value(source, target, name, row, value):
+    """A copy of a predictions file whose array `name` holds `value` in row `row`."""
+    with np.load(source) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[name] = arrays[name].copy()
+    arrays[name][row] = value
+    np.savez(target, **arrays)
+    return str(target)
+
+
+@pytest.mark.parametrize("name, row, value", [
+    ("gallery_scores", 5, np.nan),
+    ("gallery_embeddings", 7, np.inf),
+    ("gallery_boxes", 0, np.nan),
+    ("query_embeddings", 2, np.nan),
+])
+def test_evaluate_tool_refuses_non_finite_values(root, tmp_path, capsys, name, row, value):
+    cfg = make_cfg(root, str(tmp_path), *SIZES)
+    evaluate(cfg, oracle_for(cfg, CUHK, 3.0, 0.9), CUHK)
+    source = tmp_path / "inference" / CUHK / "predictions.npz"
+    path = _with_value(source, tmp_path / "bad.npz", name, row, value)
+    predictions = Predictions.load(str(source))
+    if name.startswith("gallery"):  # the image owning the row, found by hand
+        image = [i for i in range(len(predictions.gallery_names))
+                 if predictions.gallery_offsets[i] <= row < predictions.gallery_offsets[i + 1]][0]
+        owner = f"a detection of gallery image {predictions.gallery_names[image]}"
+    else:
+        owner = f"query {row}, image {predictions.query_names[row]}"
+    capsys.readouterr()
+    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: {path}: {name} row {row} ({owner}) holds {value}; boxes, "
+                            "scores and embeddings must be finite numbers (did the model "
+                            "diverge?)\n")
+    assert captured.out == ""
+
+
+class _DivergedOracle(OracleModel):
+    """The oracle, but the scores of its second batch are NaN (as a diverged model's)."""
+
+    def forward(self, batch):
+        outputs = super().forward(batch)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 2:
+            outputs[0]["scores"][:] = float("nan")
+        return outputs
+
+
+def test_evaluator_refuses_non_finite_outputs_before_writing(root, tmp_path):
+    cfg = make_cfg(root, str(tmp_path), *SIZES)
+    split = get_search_split(CUHK, root, cfg.TEST.GALLERY_SIZE)
+    with pytest.raises(PsdiffError) as error:
+        evaluate(cfg, _DivergedOracle(split.gallery, split.queries), CUHK)
+    assert str(error.value).startswith(f"{CUHK} predictions: gallery_scores row ")
+    assert "holds nan" in str(error.value)
+    assert not (tmp_path / "inference" / CUHK / "predictions.npz").exists()
+    assert not (tmp_path / "inference" / CUHK / "metrics.json").exists()
+
+
+def test_metrics_json_is_standard_json_even_for_a_nan_metric(tmp_path):
+    gallery = [{"image_id": "g.jpg", "annotations": []}]
+    queries = [{"image_id": "q.jpg", "bbox": [0, 0, 4, 8]}]
+    evaluator = PersonSearchEvaluator("toy", gallery, queries, output_dir=str(tmp_path),
+                                      metric_fn=lambda p: {"search/mAP": float("nan"), "n": 1.0})
+    evaluator.process([{"image_id": "g.jpg"}], [{"boxes": np.zeros((1, 4)), "scores": [0.5],
+                                                 "embeddings": np.ones((1, 8))}])
+    evaluator.process_queries([0], np.ones((1, 8)))
+    evaluator.evaluate()
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert written["metrics"] == {"search/mAP": None, "n": 1.0}
 
 
 def test_eval_use_gt_replaces_detections_with_ground_truth(root, tmp_path):

@@ -1,10 +1,13 @@
-"""Backbones: FPN outputs, FREEZE_AT, frozen BN, and loading a local checkpoint key by key."""
+"""Backbones: FPN outputs, FREEZE_AT, frozen BN, loading a checkpoint key by key, and ImageNet
+weights named the torchvision way, read from a temporary torch hub cache (never the network)."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from tools_loader import load_tool
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -12,6 +15,8 @@ from psdiff.config import get_cfg
 from psdiff.modeling.backbone import build_backbone
 from psdiff.modeling.backbone.pretrained import load_pretrained
 from psdiff.utils.errors import PsdiffError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def resnet_cfg(depth=18, norm="FrozenBN", freeze_at=2, pretrained=""):
@@ -189,3 +194,117 @@ def test_swin_fpn_outputs_freezing_and_loading(tmp_path):
     torch.testing.assert_close(trunk.features[0][0].weight, weight)
     assert unexpected == [] and "features.0.0.bias" in missing
     assert not any(k.startswith("out_norms.") for k in missing)
+
+
+# torchvision's files for the weights the paper configs name, as torch.hub caches them
+R50_FILE, SWIN_B_FILE = "resnet50-0676ba61.pth", "swin_b-68c6b09e.pth"
+R18_FILE = "resnet18-f37072fd.pth"
+R50_WEIGHTS = "torchvision://ResNet50_Weights.IMAGENET1K_V1"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache under TORCH_HOME; any download goes to a closed local port."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    return checkpoints
+
+
+def _paper_cfg(name):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / name))
+    return cfg
+
+
+def test_paper_configs_name_torchvision_imagenet_weights():
+    expected = {"ResNet50_Weights.IMAGENET1K_V1": lambda cfg: cfg.MODEL.RESNETS.DEPTH == 50,
+                "Swin_B_Weights.IMAGENET1K_V1": lambda cfg: cfg.MODEL.SWIN.SIZE == "B"}
+    configs = sorted((REPO / "configs").glob("psdiff_*.yaml")) + sorted(
+        (REPO / "configs").glob("cross/*.yaml")) + sorted((REPO / "configs").glob("ablations/*"))
+    assert len(configs) == 14
+    for path in configs:
+        cfg = _paper_cfg(path.relative_to(REPO / "configs"))
+        name = cfg.MODEL.BACKBONE.PRETRAINED.removeprefix("torchvision://")
+        assert name in expected and expected[name](cfg), path
+    for path in sorted((REPO / "configs" / "teacher").glob("*_r50_*.yaml")):
+        cfg = _paper_cfg(path.relative_to(REPO / "configs"))
+        assert cfg.TEACHER.BACKBONE.PRETRAINED == R50_WEIGHTS and cfg.TEACHER.BACKBONE.DEPTH == 50
+    synthetic = _paper_cfg("teacher/hhcl_r18_synthetic.yaml")
+    assert synthetic.TEACHER.BACKBONE.PRETRAINED == ""  # tests and the demo stay offline
+
+
+def test_paper_configs_load_their_weights_from_the_hub_cache(hub, caplog):
+    stem = torch.randn(64, 3, 7, 7)
+    torch.save({"conv1.weight": stem, "fc.weight": torch.ones(1000, 2048)}, hub / R50_FILE)
+    patch = torch.randn(128, 3, 4, 4)
+    torch.save({"features.0.0.weight": patch, "head.weight": torch.ones(1000, 1024)},
+               hub / SWIN_B_FILE)
+    with caplog.at_level(logging.INFO):
+        r50 = build_backbone(_paper_cfg("psdiff_r50.yaml")).trunk
+        swin = build_backbone(_paper_cfg("psdiff_swinb.yaml")).trunk
+    # BGR input: the channels of the first filters are reversed
+    torch.testing.assert_close(r50.conv1.weight, stem.flip(1))
+    torch.testing.assert_close(swin.features[0][0].weight, patch.flip(1))
+    assert f"Loaded 1 tensors from {hub / R50_FILE}" in caplog.text
+    assert "random weights" not in caplog.text
+
+
+def test_teacher_resnet18_weights_by_name(hub):
+    from psdiff.teacher.network import ReIDNetwork
+
+    state = save_resnet18(str(hub / R18_FILE))
+    network = ReIDNetwork(depth=18, emb_dim=8,
+                          pretrained="torchvision://ResNet18_Weights.IMAGENET1K_V1")
+    torch.testing.assert_close(network.body[0].weight, state["conv1.weight"])  # RGB crops
+    torch.testing.assert_close(network.body[7][1].bn2.bias, state["layer4.1.bn2.bias"])
+
+
+def test_missing_weights_offline_say_which_file_to_place_where(hub, tmp_path, capsys):
+    url = f"https://download.pytorch.org/models/{R50_FILE}"
+    status = load_tool("train_net").run([
+        "--config-file", str(REPO / "configs" / "psdiff_r50.yaml"), "MODEL.DEVICE", "cpu",
+        "OUTPUT_DIR", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: MODEL.BACKBONE.PRETRAINED: {R50_WEIGHTS} is not in the torch "
+                          "hub cache and cannot be downloaded (")
+    assert err.endswith(f"); offline, fetch {url} elsewhere and place it at {hub / R50_FILE}\n")
+    assert not (hub / R50_FILE).exists()
+
+
+def test_unknown_torchvision_weights_name_lists_the_known_ones():
+    with pytest.raises(PsdiffError) as err:
+        build_backbone(resnet_cfg(pretrained="torchvision://ResNet18_Weights.IMAGENET9K"))
+    assert str(err.value) == (
+        "MODEL.BACKBONE.PRETRAINED: torchvision://ResNet18_Weights.IMAGENET9K names no "
+        "torchvision weights; expected torchvision://<WeightsEnum>.<NAME> "
+        "(ResNet18_Weights.IMAGENET1K_V1, ResNet18_Weights.DEFAULT)")
+    with pytest.raises(PsdiffError, match="e.g. ResNet50_Weights.IMAGENET1K_V1"):
+        build_backbone(resnet_cfg(pretrained="torchvision://resnet50"))
+
+
+def test_random_init_of_a_paper_backbone_is_a_warning(caplog):
+    from psdiff.teacher.network import ReIDNetwork
+
+    def warnings(cfg, build=build_backbone):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            build(cfg)
+        return [r.getMessage() for r in caplog.records if "random weights" in r.getMessage()]
+
+    cfg = _paper_cfg("psdiff_r50.yaml")
+    cfg.MODEL.BACKBONE.PRETRAINED = ""
+    assert warnings(cfg) == [
+        "MODEL.BACKBONE.PRETRAINED is empty: the backbone starts from random weights, while "
+        f"the paper starts from ImageNet; set MODEL.BACKBONE.PRETRAINED {R50_WEIGHTS}"]
+    cfg.MODEL.WEIGHTS = "output/model_final.pth"  # a checkpoint replaces the init: no warning
+    assert warnings(cfg) == []
+    assert warnings(resnet_cfg(depth=18)) == []  # the synthetic and test configs' ResNet-18
+    teacher = _paper_cfg("teacher/hhcl_r50_cuhk.yaml")
+    teacher.TEACHER.BACKBONE.PRETRAINED = ""
+    assert len(warnings(teacher, ReIDNetwork.from_config)) == 1

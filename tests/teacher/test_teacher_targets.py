@@ -110,3 +110,36 @@ def test_corrupt_or_truncated_cache_is_one_line(built, tmp_path):
         message = str(err.value)
         assert message.startswith(f"TEACHER.CACHE {path} is not an intact e0 cache (")
         assert "\n" not in message
+
+
+def _nan_copy(source, target, rows):
+    """A copy of an e0 cache whose `embeddings` rows `rows` are NaN."""
+    with np.load(source) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["embeddings"] = arrays["embeddings"].copy()
+    arrays["embeddings"][rows] = np.nan
+    np.savez(target, **arrays)
+    return arrays
+
+
+def test_non_finite_e0_is_refused_when_read_naming_the_image(built, tmp_path):
+    cfg, _ = built
+    one_row = str(tmp_path / "one_row.npz")
+    arrays = _nan_copy(cfg.TEACHER.CACHE, one_row, 7)
+    # the image owning row 7, found by hand from the offsets
+    image = [i for i in range(len(arrays["image_ids"]))
+             if arrays["offsets"][i] <= 7 < arrays["offsets"][i + 1]][0]
+    box = 7 - arrays["offsets"][image]
+    with pytest.raises(PsdiffError) as err:
+        load_targets(one_row)
+    assert str(err.value) == (
+        f"TEACHER.CACHE {one_row}: embeddings of image {arrays['image_ids'][image]} (box {box}) "
+        "holds nan; rebuild it with tools/build_targets.py from a teacher that did not diverge")
+    all_rows = str(tmp_path / "all_rows.npz")
+    _nan_copy(cfg.TEACHER.CACHE, all_rows, slice(None))
+    cfg_nan = cfg.clone()
+    cfg_nan.TEACHER.CACHE = all_rows
+    dicts = get_train_dicts("synthetic_cuhk_sysu_train", cfg.DATASETS.ROOT)
+    with pytest.raises(PsdiffError, match=f"embeddings of image {arrays['image_ids'][0]} "
+                                          r"\(box 0\) holds nan"):
+        attach_targets_from_config(cfg_nan, dicts)

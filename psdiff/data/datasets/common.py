@@ -59,14 +59,107 @@ def load_mat(path: str, variables: tuple) -> np.ndarray:
     raise PsdiffError(f"{path} has no variable {wanted} (found: {found}); {README_HINT}")
 
 
-def mat_str(value) -> str:
-    """A MATLAB char array as scipy returns it (e.g. `array(['s1.jpg'])`) -> 's1.jpg'."""
-    return str(np.asarray(value).ravel()[0])
-
-
 def mat_records(value) -> list:
     """The elements of a MATLAB struct or cell array of any shape (1xN, Nx1, 1x1) as a flat list."""
     return list(np.asarray(value).ravel())
+
+
+def _describe(value) -> str:
+    """A short picture of a MATLAB value as scipy returns it, for an error line."""
+    array = np.asarray(value)
+    if array.dtype.names:
+        return f"a struct with fields ({', '.join(array.dtype.names)})"
+    if array.dtype.kind == "U":
+        return f"the text {str(array.ravel()[0])!r}" if array.size else "an empty text"
+    if array.dtype.kind == "O":
+        return f"a cell array of {array.size} elements"
+    if array.size == 0:
+        return "an empty array"
+    shown = ", ".join(str(v) for v in array.ravel()[:6].tolist())
+    return f"{array.size} values [{shown}{', ...' if array.size > 6 else ''}]"
+
+
+def _malformed(path: str, where: str, expected: str, value) -> PsdiffError:
+    """One line naming the annotation file, the record in it, what was expected and found."""
+    return PsdiffError(f"{path}: {where}: expected {expected}, found {_describe(value)}; "
+                       f"{README_HINT}")
+
+
+def mat_text(value, path: str, where: str) -> str:
+    """A MATLAB char array as scipy returns it (e.g. `array(['s1.jpg'])`) -> 's1.jpg'."""
+    array = np.asarray(value).ravel()
+    if not array.size or array.dtype.kind != "U":
+        raise _malformed(path, where, "a name (text)", value)
+    return str(array[0])
+
+
+def mat_numbers(value, path: str, where: str, expected: str, columns: int = 1) -> np.ndarray:
+    """A MATLAB numeric array as finite float64 rows of `columns` values (`expected` says
+    what they are, for the error line)."""
+    try:
+        numbers = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):  # text, a cell or a struct where numbers belong
+        numbers = None
+    if numbers is None or numbers.size % columns or not np.isfinite(numbers).all():
+        raise _malformed(path, where, expected, value)
+    return numbers.reshape(-1, columns)
+
+
+def mat_box(value, path: str, where: str) -> np.ndarray:
+    """A MATLAB `[x, y, w, h]` box as float64[4]."""
+    expected = "a box [x, y, w, h] of 4 finite numbers"
+    box = mat_numbers(value, path, where, expected, columns=4)
+    if len(box) != 1:
+        raise _malformed(path, where, expected, value)
+    return box[0]
+
+
+class MatRecord:
+    """One record of a MATLAB struct array, read field by field: each malformed field is one
+    `PsdiffError` line naming the file, the record (`where`) and what was expected.
+
+    Fields are read by name or, as the reference loaders do, by position; `fields` is the
+    published layout, named in the error line.
+    """
+
+    def __init__(self, value, path: str, where: str, fields: tuple):
+        self.path, self.where, self.fields = path, where, fields
+        array = np.asarray(value)
+        if not array.dtype.names or not array.size:  # a 1x1 struct array holds one record
+            raise _malformed(path, where, self._layout(), value)
+        self.value = array.ravel()[0]
+
+    def _layout(self) -> str:
+        return f"a struct with fields ({', '.join(self.fields)})"
+
+    def _label(self, field) -> str:
+        return f"{self.where} {field if isinstance(field, str) else self.fields[field]}"
+
+    def __getitem__(self, field):
+        """The raw value of a field (a name, or a position)."""
+        names = self.value.dtype.names
+        if field in names if isinstance(field, str) else field < len(names):
+            return self.value[field]
+        raise _malformed(self.path, self.where, self._layout(), self.value)
+
+    def text(self, field) -> str:
+        return mat_text(self[field], self.path, self._label(field))
+
+    def box(self, field, optional: bool = False):
+        """The `[x, y, w, h]` box of a field; None for an empty one when `optional`."""
+        value = self[field]
+        if optional and np.asarray(value).size == 0:
+            return None
+        return mat_box(value, self.path, self._label(field))
+
+    def record(self, field, fields: tuple) -> "MatRecord":
+        """The single struct a field holds (e.g. a protocol record's Query)."""
+        return MatRecord(self[field], self.path, self._label(field), fields)
+
+    def records(self, field, name: str, fields: tuple) -> list:
+        """The structs of a struct-array field, each named `name <k>` in errors."""
+        return [MatRecord(value, self.path, f"{self.where} {name} {k}", fields)
+                for k, value in enumerate(mat_records(self[field]), start=1)]
 
 
 def _jpeg_size(f):

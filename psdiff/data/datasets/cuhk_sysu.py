@@ -11,7 +11,9 @@ Reads exactly what the reference loaders (SeqNet, NAE4PS) read, the same way:
   requested size (see `load_cuhk_sysu`).
 
 Struct fields are read by position, as the reference does, and every MATLAB array is flattened
-with `ravel()` so that a 1-element array never collapses into a 0-d one.
+with `ravel()` so that a 1-element array never collapses into a 0-d one. A record without the
+expected field, or a box that is not 4 finite numbers, is one line naming the file, the record
+and what was expected (`common.MatRecord`).
 
 Synthetic trees may hold gallery sizes other than the published 50..4000 (a small pool cannot
 support 4000): the loader takes the query list from `TestG50.mat`, or from the smallest protocol
@@ -29,13 +31,14 @@ from psdiff.utils.errors import PsdiffError
 
 from .common import (
     README_HINT,
+    MatRecord,
     check_counts,
     check_root,
     check_split,
     image_size,
     load_mat,
     mat_records,
-    mat_str,
+    mat_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,13 @@ PUBLISHED_COUNTS = {
 }
 PROTOCOL_DIR = os.path.join("annotation", "test", "train_test")
 QUERY_LIST_SIZE = 50  # the reference takes its query list (and gallery pids) from TestG50
+# Published struct layouts (named in errors; fields are read by position, Query/Gallery by name)
+IMAGE_FIELDS = ("imname", "nAppear", "box")  # Images.mat Img
+BOX_FIELDS = ("idlocate", "ishard")  # an Img record's box
+PERSON_FIELDS = ("idname", "nAppear", "scene")  # Train.mat
+SCENE_FIELDS = ("imname", "idlocate", "ishard")  # a person's scene, a protocol's Gallery entry
+PROTOCOL_FIELDS = ("Query", "Gallery")  # TestG<N>.mat
+QUERY_FIELDS = ("imname", "idlocate", "ishard", "idname")
 
 
 def _annotation(root: str, *parts: str) -> str:
@@ -54,9 +64,9 @@ def _annotation(root: str, *parts: str) -> str:
     return os.path.join(root, "annotation", *parts)
 
 
-def _xywh_to_xyxy(xywh) -> np.ndarray:
-    """int32 `[x, y, w, h]` -> int32 `[x1, y1, x2, y2]` with `x2 = x + w` (the reference's rule)."""
-    box = np.asarray(xywh, dtype=np.float64).ravel().astype(np.int32)
+def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    """float `[x, y, w, h]` -> int32 `[x1, y1, x2, y2]`: cast, then `x2 = x + w` (the reference)."""
+    box = xywh.astype(np.int32)
     box[2:] += box[:2]
     return box
 
@@ -72,7 +82,7 @@ def available_gallery_sizes(root: str) -> list:
 
 
 def _load_protocol(root: str, size: int) -> list:
-    """The `(Query, Gallery)` records of `TestG<size>.mat`, in file order."""
+    """The `(Query, Gallery)` records of `TestG<size>.mat`, in file order, as `MatRecord`s."""
     path = os.path.join(root, PROTOCOL_DIR, f"TestG{size}.mat")
     if not os.path.isfile(path):
         sizes = available_gallery_sizes(root)
@@ -81,7 +91,8 @@ def _load_protocol(root: str, size: int) -> list:
             f"CUHK-SYSU gallery size {size} needs {path}, which does not exist "
             f"(sizes in this tree: {listed}; -1 = whole pool); {README_HINT}"
         )
-    return mat_records(load_mat(path, (f"TestG{size}",)))
+    records = mat_records(load_mat(path, (f"TestG{size}",)))
+    return [MatRecord(r, path, f"record {i}", PROTOCOL_FIELDS) for i, r in enumerate(records, 1)]
 
 
 def _query_list_size(root: str) -> int:
@@ -95,21 +106,21 @@ def _query_list_size(root: str) -> int:
     return sizes[0]
 
 
-def _query_entry(record) -> tuple:
+def _query_entry(record: MatRecord) -> tuple:
     """(image name, int32 xyxy box) of a protocol record's `Query` (imname, idlocate, ...)."""
-    query = mat_records(record["Query"])[0]
-    return mat_str(query[0]), _xywh_to_xyxy(query[1])
+    query = record.record("Query", QUERY_FIELDS)
+    return query.text(0), _xywh_to_xyxy(query.box(1))
 
 
-def _gallery_entries(record) -> list:
+def _gallery_entries(record: MatRecord) -> list:
     """[(image name, int32 xyxy box or None)] of a protocol record's `Gallery`, in file order.
 
     Images that contain the query person carry a 1x4 `idlocate`; the others an empty one.
     """
     entries = []
-    for item in mat_records(record["Gallery"]):
-        locate = np.asarray(item[1])
-        entries.append((mat_str(item[0]), _xywh_to_xyxy(locate) if locate.size else None))
+    for item in record.records("Gallery", "Gallery entry", SCENE_FIELDS):
+        locate = item.box(1, optional=True)
+        entries.append((item.text(0), None if locate is None else _xywh_to_xyxy(locate)))
     return entries
 
 
@@ -117,9 +128,11 @@ def _load_image_boxes(root: str) -> dict:
     """Image name -> int32 `[x, y, w, h]` boxes of Images.mat (`Img`: imname, nAppear, box)."""
     path = _annotation(root, "Images.mat")
     boxes_of = {}
-    for record in mat_records(load_mat(path, ("Img",))):
-        name = mat_str(record[0])
-        boxes = [np.asarray(b[0], dtype=np.float64).ravel() for b in mat_records(record[2])]
+    for index, value in enumerate(mat_records(load_mat(path, ("Img",))), start=1):
+        record = MatRecord(value, path, f"Img record {index}", IMAGE_FIELDS)
+        name = record.text(0)
+        record.where = f"{record.where} ({name})"
+        boxes = [box.box(0) for box in record.records(2, "box", BOX_FIELDS)]
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         valid = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
         if not valid.any():
@@ -130,7 +143,9 @@ def _load_image_boxes(root: str) -> dict:
 
 def _load_pool(root: str) -> list:
     """The test pool (gallery images) in `pool.mat` order."""
-    return [mat_str(c) for c in mat_records(load_mat(_annotation(root, "pool.mat"), ("pool",)))]
+    path = _annotation(root, "pool.mat")
+    cells = mat_records(load_mat(path, ("pool",)))
+    return [mat_text(cell, path, f"pool entry {i}") for i, cell in enumerate(cells, start=1)]
 
 
 class _PidAssigner:
@@ -169,9 +184,9 @@ def _train_pids(root: str, boxes_of: dict) -> tuple:
     persons = mat_records(load_mat(path, ("Train",)))
     assigner = _PidAssigner(boxes_of, path)
     for index, cell in enumerate(persons):
-        person = mat_records(cell)[0]
-        for scene in mat_records(person[2]):
-            assigner.assign(mat_str(scene[0]), _xywh_to_xyxy(scene[1]), index + 1)
+        person = MatRecord(cell, path, f"Train person {index + 1}", PERSON_FIELDS)
+        for scene in person.records(2, "scene", SCENE_FIELDS):
+            assigner.assign(scene.text(0), _xywh_to_xyxy(scene.box(1)), index + 1)
     assigner.report()
     return assigner.pids_of, len(persons)
 

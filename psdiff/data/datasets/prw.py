@@ -36,8 +36,9 @@ from .common import (
     check_split,
     image_size,
     load_mat,
+    mat_numbers,
     mat_records,
-    mat_str,
+    mat_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,10 +79,8 @@ def _frame_dict(root: str, image_id: str, named_in: str) -> dict:
 
 def _annotation_boxes(path: str) -> tuple:
     """(int32 xyxy boxes [n, 4], raw ids [n]) of one frame's annotation file."""
-    rows = np.asarray(load_mat(path, ANNOTATION_VARIABLES), dtype=np.float64)
-    if rows.size % 5:
-        raise PsdiffError(f"{path} holds a {rows.shape} array, expected rows [id, x, y, w, h]")
-    rows = rows.reshape(-1, 5)
+    rows = mat_numbers(load_mat(path, ANNOTATION_VARIABLES), path, "the boxes",
+                       "rows [id, x, y, w, h] of finite numbers", columns=5)
     boxes = np.clip(rows[:, 1:], 0, None)  # clip x, y, w, h, then add: a shift, as the reference
     boxes[:, 2:] += boxes[:, :2]
     return boxes.astype(np.int32), rows[:, 0].astype(np.int64)
@@ -89,7 +88,8 @@ def _annotation_boxes(path: str) -> tuple:
 
 def _train_id_map(root: str) -> dict:
     """Sorted `ID_train` ids -> 1..N (see the module docstring)."""
-    ids = np.asarray(load_mat(os.path.join(root, "ID_train.mat"), ("ID_train",))).ravel()
+    path = os.path.join(root, "ID_train.mat")
+    ids = mat_numbers(load_mat(path, ("ID_train",)), path, "ID_train", "identity numbers").ravel()
     return {int(raw): index + 1 for index, raw in enumerate(sorted(set(ids.astype(np.int64))))}
 
 
@@ -97,7 +97,9 @@ def _load_frames(root: str, split: str) -> list:
     """Dataset dicts of the train or gallery split."""
     list_file, variable = FRAME_LISTS[split]
     list_path = os.path.join(root, list_file)
-    names = [mat_str(cell) + ".jpg" for cell in mat_records(load_mat(list_path, (variable,)))]
+    cells = mat_records(load_mat(list_path, (variable,)))
+    names = [mat_text(cell, list_path, f"{variable} entry {i}") + ".jpg"
+             for i, cell in enumerate(cells, start=1)]
     id_map = _train_id_map(root) if split == "train" else None
     unmapped = set()
     dicts = []

@@ -29,6 +29,7 @@ to compare its counts with the published ones.
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -37,6 +38,7 @@ import scipy.io
 from tqdm import tqdm
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.io import remove_stale_temporaries
 
 from .common import SYNTHETIC_MARKER
 from .scenes import random_appearance, render_background, render_scene
@@ -86,15 +88,30 @@ def _check_person_counts(persons_per_image: tuple, unlabeled_per_image: tuple) -
         raise PsdiffError("synthetic benchmark: persons_per_image must start at 1 or more")
 
 
-def _prepare_root(root: str, options: dict) -> None:
-    """Create an empty dataset folder; replace an older synthetic tree, never anything else."""
-    if os.path.isfile(os.path.join(root, SYNTHETIC_MARKER)):
-        shutil.rmtree(root)
-    elif os.path.isdir(root) and os.listdir(root):
+@contextmanager
+def _staged(root: str, options: dict):
+    """A fresh folder beside `root` that the tree is written into; once complete it replaces
+    `root` (an older synthetic tree, never anything else), so a failed or interrupted run
+    leaves `root` as it was and no half-written tree. Folders that killed runs left are
+    removed first."""
+    if os.path.isdir(root) and os.listdir(root) and \
+            not os.path.isfile(os.path.join(root, SYNTHETIC_MARKER)):
         raise PsdiffError(f"{root} is not empty and was not written by the synthetic generator")
-    os.makedirs(root)
-    with open(os.path.join(root, SYNTHETIC_MARKER), "w") as f:
-        json.dump(options, f, indent=1, sort_keys=True)
+    parent, name = os.path.split(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_temporaries(parent)
+    folder = os.path.join(parent, f"{name}.tmp.{os.getpid()}")
+    os.makedirs(folder)
+    try:
+        with open(os.path.join(folder, SYNTHETIC_MARKER), "w") as f:
+            json.dump(options, f, indent=1, sort_keys=True)
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if os.path.isdir(root):
+        shutil.rmtree(root)
+    os.replace(folder, root)
 
 
 def _assign_identities(rng, num_images: int, ids: list, per_image: tuple, split: str) -> list:
@@ -284,26 +301,28 @@ def write_cuhk_sysu(
             f"synthetic CUHK-SYSU: gallery sizes {sizes} and {num_test_ids} test identities need "
             f"at least 2 queries and sizes in 2..{num_test_images - 1} (test images - 1)"
         )
-    _prepare_root(root, options)
-    rng = np.random.default_rng(seed)
-    names = [f"s{k}.jpg" for k in rng.permutation(num_train_images + num_test_images) + 1]
-    ids = [f"p{k}" for k in rng.permutation(num_train_ids + num_test_ids) + 1]
-    gt = GroundTruth(root, train_ids=ids[:num_train_ids], test_ids=ids[num_train_ids:])
-    looks = {identity: random_appearance(rng) for identity in ids}
-    plan = _plan(rng, names, num_train_images, gt, persons_per_image)
-    height, width = image_size
-    for index, (split, name, labeled) in enumerate(tqdm(plan, "CUHK-SYSU", disable=not progress)):
-        image_rng = np.random.default_rng([seed, index])
-        identities = _with_unlabeled(image_rng, labeled, unlabeled_per_image, None)
-        background = render_background(image_rng, height, width)
-        image, boxes = _render(image_rng, background, identities, looks, outside=False)
-        _write_jpeg(os.path.join(root, "Image", "SSM", name), image)
-        persons = list(zip(identities, boxes))
-        gt.images[name] = {"height": height, "width": width, "split": split, "persons": persons}
-    test_names = names[num_train_images:]
-    _cuhk_galleries(rng, gt, test_names, sizes)
-    gt.pool = [test_names[i] for i in rng.permutation(len(test_names))]
-    _write_cuhk_annotations(root, gt)
+    with _staged(root, options) as folder:
+        rng = np.random.default_rng(seed)
+        names = [f"s{k}.jpg" for k in rng.permutation(num_train_images + num_test_images) + 1]
+        ids = [f"p{k}" for k in rng.permutation(num_train_ids + num_test_ids) + 1]
+        gt = GroundTruth(root, train_ids=ids[:num_train_ids], test_ids=ids[num_train_ids:])
+        looks = {identity: random_appearance(rng) for identity in ids}
+        plan = _plan(rng, names, num_train_images, gt, persons_per_image)
+        height, width = image_size
+        for index, (split, name, labeled) in enumerate(tqdm(plan, "CUHK-SYSU",
+                                                            disable=not progress)):
+            image_rng = np.random.default_rng([seed, index])
+            identities = _with_unlabeled(image_rng, labeled, unlabeled_per_image, None)
+            background = render_background(image_rng, height, width)
+            image, boxes = _render(image_rng, background, identities, looks, outside=False)
+            _write_jpeg(os.path.join(folder, "Image", "SSM", name), image)
+            persons = list(zip(identities, boxes))
+            gt.images[name] = {"height": height, "width": width, "split": split,
+                               "persons": persons}
+        test_names = names[num_train_images:]
+        _cuhk_galleries(rng, gt, test_names, sizes)
+        gt.pool = [test_names[i] for i in rng.permutation(len(test_names))]
+        _write_cuhk_annotations(folder, gt)
     return gt
 
 
@@ -379,35 +398,40 @@ def write_prw(
     _check_person_counts(persons_per_image, unlabeled_per_image)
     if not 1 <= len(camera_sizes) <= 9:
         raise PsdiffError(f"synthetic PRW: {len(camera_sizes)} cameras; PRW names allow 1 to 9")
-    _prepare_root(root, options)
-    rng = np.random.default_rng(seed)
-    total_ids = num_train_ids + num_test_ids
-    raw_ids = [int(i) for i in rng.choice(np.arange(1, 3 * total_ids + 1), total_ids, False)]
-    train_ids, test_ids = sorted(raw_ids[:num_train_ids]), sorted(raw_ids[num_train_ids:])
-    gt = GroundTruth(root, train_ids=train_ids, test_ids=test_ids)
-    looks = {identity: random_appearance(rng) for identity in raw_ids}
-    names = _prw_frame_names(rng, num_train_frames + num_test_frames, len(camera_sizes))
-    plan = _plan(rng, names, num_train_frames, gt, persons_per_image)
-    backgrounds = [
-        render_background(np.random.default_rng([seed, 1 << 30, cam]), height, width)
-        for cam, (height, width) in enumerate(camera_sizes)
-    ]
-    variables = ("box_new",) * 17 + ("anno_file",) * 2 + ("anno_previous",)  # mostly box_new
-    for index, (split, frame, labeled) in enumerate(tqdm(plan, desc="PRW", disable=not progress)):
-        image_rng = np.random.default_rng([seed, index])
-        cam = int(frame[1])
-        identities = _with_unlabeled(image_rng, labeled, unlabeled_per_image, -2)
-        image, boxes = _render(image_rng, backgrounds[cam - 1], identities, looks, outside=True)
-        name = frame + ".jpg"
-        _write_jpeg(os.path.join(root, "frames", name), image)
-        persons = [(pid, _prw_annotation(image_rng, box)) for pid, box in zip(identities, boxes)]
-        variable = variables[image_rng.integers(len(variables))]
-        rows = np.array([[pid] + box for pid, box in persons], dtype=np.float64).reshape(-1, 5)
-        _save_mat(os.path.join(root, "annotations", name + ".mat"), {variable: rows})
-        gt.images[name] = {
-            "height": image.shape[0], "width": image.shape[1], "split": split, "cam": cam,
-            "variable": variable, "persons": persons,
-        }
-    _prw_queries(rng, gt)
-    _write_prw_files(root, gt)
+    with _staged(root, options) as folder:
+        rng = np.random.default_rng(seed)
+        total_ids = num_train_ids + num_test_ids
+        raw_ids = rng.choice(np.arange(1, 3 * total_ids + 1), total_ids, False)
+        raw_ids = [int(i) for i in raw_ids]
+        train_ids, test_ids = sorted(raw_ids[:num_train_ids]), sorted(raw_ids[num_train_ids:])
+        gt = GroundTruth(root, train_ids=train_ids, test_ids=test_ids)
+        looks = {identity: random_appearance(rng) for identity in raw_ids}
+        names = _prw_frame_names(rng, num_train_frames + num_test_frames, len(camera_sizes))
+        plan = _plan(rng, names, num_train_frames, gt, persons_per_image)
+        backgrounds = [
+            render_background(np.random.default_rng([seed, 1 << 30, cam]), height, width)
+            for cam, (height, width) in enumerate(camera_sizes)
+        ]
+        variables = ("box_new",) * 17 + ("anno_file",) * 2 + ("anno_previous",)  # mostly new
+        progress_bar = tqdm(plan, desc="PRW", disable=not progress)
+        for index, (split, frame, labeled) in enumerate(progress_bar):
+            image_rng = np.random.default_rng([seed, index])
+            cam = int(frame[1])
+            identities = _with_unlabeled(image_rng, labeled, unlabeled_per_image, -2)
+            image, boxes = _render(image_rng, backgrounds[cam - 1], identities, looks,
+                                   outside=True)
+            name = frame + ".jpg"
+            _write_jpeg(os.path.join(folder, "frames", name), image)
+            persons = [(pid, _prw_annotation(image_rng, box))
+                       for pid, box in zip(identities, boxes)]
+            variable = variables[image_rng.integers(len(variables))]
+            rows = np.array([[pid] + box for pid, box in persons], dtype=np.float64)
+            rows = rows.reshape(-1, 5)
+            _save_mat(os.path.join(folder, "annotations", name + ".mat"), {variable: rows})
+            gt.images[name] = {
+                "height": image.shape[0], "width": image.shape[1], "split": split, "cam": cam,
+                "variable": variable, "persons": persons,
+            }
+        _prw_queries(rng, gt)
+        _write_prw_files(folder, gt)
     return gt

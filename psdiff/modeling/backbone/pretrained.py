@@ -1,19 +1,78 @@
-"""Loading a local torchvision ImageNet checkpoint into a trunk, naming every key that differs.
+"""Loading torchvision ImageNet weights into a trunk, naming every key that differs.
 
-Never downloads: MODEL.BACKBONE.PRETRAINED (and the teacher's TEACHER.BACKBONE.PRETRAINED) is a
-path to a `.pth` state_dict as saved by
-`torch.save(torchvision.models.resnet50(weights=...).state_dict(), path)`.
+MODEL.BACKBONE.PRETRAINED (and the teacher's TEACHER.BACKBONE.PRETRAINED) is either a path to a
+`.pth` state_dict as saved by `torch.save(torchvision.models.resnet50(weights=...).state_dict(),
+path)`, or torchvision's name of the weights, `torchvision://ResNet50_Weights.IMAGENET1K_V1`:
+torchvision's weights API fetches those once into the torch hub cache
+(`torch.hub.get_dir()/checkpoints`, under `$TORCH_HOME`), and the cached file is used without
+a network from then on. Offline, a missing file is one line saying which file to place where.
+A paper-sized trunk (ResNet-50 and up, Swin) about to train from random weights gets a warning.
 """
 
 import logging
 import os
+from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import nn
 
+from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError
 
 logger = logging.getLogger(__name__)
+
+TORCHVISION_PREFIX = "torchvision://"  # then <WeightsEnum>.<NAME>, as torchvision.models.get_weight
+
+
+def _torchvision_weights(value: str, key: str):
+    """The torchvision weights enum member named by `torchvision://<WeightsEnum>.<NAME>`."""
+    name = value[len(TORCHVISION_PREFIX):]
+    try:
+        return torchvision.models.get_weight(name)
+    except (KeyError, ValueError):
+        enum = getattr(torchvision.models, name.split(".")[0], None)
+        members = getattr(enum, "__members__", {}) if isinstance(enum, type) else {}
+        known = ", ".join(f"{enum.__name__}.{m}" for m in members) if members else (
+            "e.g. ResNet50_Weights.IMAGENET1K_V1, Swin_B_Weights.IMAGENET1K_V1")
+        raise PsdiffError(f"{key}: {value} names no torchvision weights; expected "
+                          f"{TORCHVISION_PREFIX}<WeightsEnum>.<NAME> ({known})")
+
+
+def _fetch(weights, path: str, key: str, value: str) -> None:
+    """Download `weights` into the hub cache at `path` with torchvision's API (hash checked),
+    unless the file is there; a failure says which file to place where."""
+    if os.path.isfile(path):
+        return
+    logger.info(f"{key}: fetching {value} from {weights.url} into {path}")
+    try:
+        weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except Exception as e:  # offline (URLError), a proxy, a hash mismatch: the same advice
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise PsdiffError(f"{key}: {value} is not in the torch hub cache and cannot be "
+                          f"downloaded ({reason}); offline, fetch {weights.url} elsewhere and "
+                          f"place it at {path}")
+
+
+def resolve_pretrained(value: str, key: str) -> str:
+    """The local file of a PRETRAINED value: a path as given, or the torch hub cache file of
+    `torchvision://<WeightsEnum>.<NAME>`, fetched when missing (by rank 0 first, so ranks
+    sharing the cache download it once). Call it on every rank."""
+    if not value.startswith(TORCHVISION_PREFIX):
+        return value
+    weights = _torchvision_weights(value, key)
+    filename = os.path.basename(urlparse(weights.url).path)  # torch.hub's own naming
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    comm.run_on_main(lambda: _fetch(weights, path, key, value))
+    _fetch(weights, path, key, value)  # a machine whose cache rank 0 does not share
+    return path
+
+
+def warn_random_init(key: str, weights_name: str) -> None:
+    """Warn that a paper-sized trunk trains from random weights: the paper starts from the
+    ImageNet weights `weights_name` (the caller checks no checkpoint replaces them)."""
+    logger.warning(f"{key} is empty: the backbone starts from random weights, while the paper "
+                   f"starts from ImageNet; set {key} {TORCHVISION_PREFIX}{weights_name}")
 
 
 def _read_state_dict(path: str, key: str) -> dict:
@@ -32,7 +91,8 @@ def _read_state_dict(path: str, key: str) -> dict:
 
 def load_pretrained(trunk: nn.Module, path: str, classifier_prefixes=(), new_prefixes=(),
                     bgr_input_key: str = "", key: str = "MODEL.BACKBONE.PRETRAINED") -> tuple:
-    """Load `path` into `trunk`; returns (missing, unexpected) key names, both also logged.
+    """Load `path` (a file, or torchvision's weights name) into `trunk`; returns (missing,
+    unexpected) key names, both also logged.
 
     Keys under `classifier_prefixes` (the ImageNet head, e.g. "fc.") are dropped on purpose;
     trunk keys under `new_prefixes` are layers no ImageNet checkpoint has, so not "missing".
@@ -41,6 +101,7 @@ def load_pretrained(trunk: nn.Module, path: str, classifier_prefixes=(), new_pre
     A key whose shape differs means a checkpoint of another architecture: PsdiffError naming
     `key`, the config key that gave `path`.
     """
+    path = resolve_pretrained(path, key)
     state = _read_state_dict(path, key)
     if bgr_input_key in state:
         state[bgr_input_key] = state[bgr_input_key].flip(1)

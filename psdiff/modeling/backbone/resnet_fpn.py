@@ -14,7 +14,7 @@ from psdiff.utils.errors import PsdiffError
 from .build import BACKBONE_REGISTRY
 from .fpn import FPNBackbone, check_in_features
 from .frozen_bn import freeze
-from .pretrained import load_pretrained
+from .pretrained import load_pretrained, warn_random_init
 
 RESNET_NORMS = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d}
 STAGES = ("res2", "res3", "res4", "res5")
@@ -72,5 +72,8 @@ def build_resnet_fpn_backbone(cfg) -> FPNBackbone:
         bgr_key = "conv1.weight" if cfg.INPUT.FORMAT == "BGR" else ""
         load_pretrained(trunk, cfg.MODEL.BACKBONE.PRETRAINED, classifier_prefixes=("fc.",),
                         bgr_input_key=bgr_key)
+    elif cfg.MODEL.RESNETS.DEPTH >= 50 and not cfg.MODEL.WEIGHTS:
+        depth = cfg.MODEL.RESNETS.DEPTH
+        warn_random_init("MODEL.BACKBONE.PRETRAINED", f"ResNet{depth}_Weights.IMAGENET1K_V1")
     in_features = check_in_features(cfg.MODEL.FPN.IN_FEATURES, trunk.out_features)
     return FPNBackbone(trunk, trunk.channels, in_features, cfg.MODEL.FPN.OUT_CHANNELS)

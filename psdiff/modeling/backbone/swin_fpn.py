@@ -14,7 +14,7 @@ from psdiff.utils.errors import PsdiffError
 from .build import BACKBONE_REGISTRY
 from .fpn import FPNBackbone, check_in_features
 from .frozen_bn import freeze
-from .pretrained import load_pretrained
+from .pretrained import load_pretrained, warn_random_init
 
 SWIN_SIZES = {"T": "swin_t", "S": "swin_s", "B": "swin_b"}
 
@@ -82,5 +82,8 @@ def build_swin_fpn_backbone(cfg) -> FPNBackbone:
         load_pretrained(trunk, cfg.MODEL.BACKBONE.PRETRAINED,
                         classifier_prefixes=("norm.", "head."), new_prefixes=("out_norms.",),
                         bgr_input_key=bgr_key)
+    elif not cfg.MODEL.WEIGHTS:
+        size = cfg.MODEL.SWIN.SIZE
+        warn_random_init("MODEL.BACKBONE.PRETRAINED", f"Swin_{size}_Weights.IMAGENET1K_V1")
     in_features = check_in_features(cfg.MODEL.FPN.IN_FEATURES, list(trunk.channels))
     return FPNBackbone(trunk, trunk.channels, in_features, cfg.MODEL.FPN.OUT_CHANNELS)
