@@ -23,6 +23,7 @@ import time
 
 from psdiff.config import get_cfg
 from psdiff.data.catalog import resolve_root
+from psdiff.evaluation import Predictions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHER_CONFIG = "configs/teacher/hhcl_r18_synthetic.yaml"
@@ -107,7 +108,19 @@ def evaluate(stage: str, root: str, run_dir: str, output_dir: str, *overrides: s
             f.write(printed.strip().splitlines()[-1])
     with open(rescored_file) as f:
         metrics.update({f"@{PROTOCOL_THRESH}/{k}": v for k, v in json.load(f).items()})
+    metrics["query/mean_cosine"] = mean_pairwise_cosine(
+        Predictions.load(predictions_file(output_dir)).query_embeddings)
     return metrics
+
+
+def mean_pairwise_cosine(embeddings) -> float:
+    """Mean cosine between different rows of unit vectors [Q, D]: 1 when the embeddings have
+    collapsed to one direction, about 0 for independent identities."""
+    count = len(embeddings)
+    if count < 2:
+        return float("nan")
+    total = embeddings.sum(0)
+    return float((total @ total - (embeddings * embeddings).sum()) / (count * (count - 1)))
 
 
 def teacher_ceiling(teacher_dir: str) -> dict:

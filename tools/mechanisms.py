@@ -54,7 +54,8 @@ TABLES = {
         ("distillation baseline (e0 regressed)", "distillation (no embedding diffusion)", [])]),
 }
 COLUMNS = (("det/AP", "det AP"), ("det/recall", "recall"), ("search/mAP", "mAP"),
-           ("search/top1", "top-1"), ("@0.5/search/mAP", "mAP @0.5"))
+           ("search/top1", "top-1"), ("@0.5/search/mAP", "mAP @0.5"),
+           ("query/mean_cosine", "query cos"))
 
 
 def slug(text: str) -> str:
