@@ -5,8 +5,6 @@ ResNet whose last stage has stride 1, average (or GeM) pooling, Linear(C -> D), 
 with a frozen zero bias (BNNeck), and an L2-normalized output in training and evaluation.
 """
 
-import os
-
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -14,6 +12,7 @@ from torch import nn
 
 from psdiff.modeling.backbone.pretrained import load_pretrained
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.weights import load_pth, strip_ddp_prefix
 
 _NETWORK_PARTS = ("body.", "pool.", "head.", "neck.")  # ReIDNetwork's state_dict prefixes
 _RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
@@ -93,15 +92,8 @@ def load_network_state(path: str) -> dict:
 
     Also accepts a bare ReIDNetwork state_dict; a file holding neither is a one-line error.
     """
-    if not os.path.isfile(path):
-        raise PsdiffError(f"TEACHER.WEIGHTS file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        message = f"TEACHER.WEIGHTS {path} is not a readable checkpoint: {e}"
-        raise PsdiffError(message.splitlines()[0])
-    state = state.get("model", state) if isinstance(state, dict) else {}
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = load_pth(path, "TEACHER.WEIGHTS")
+    state = strip_ddp_prefix(state.get("model", state) if isinstance(state, dict) else {})
     network = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
     network = network or {k: v for k, v in state.items() if k.startswith(_NETWORK_PARTS)}
     if not network:
