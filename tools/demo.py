@@ -18,13 +18,11 @@ import json
 import os
 import sys
 
-import cv2
-
 from psdiff.engine import setup_cfg
 from psdiff.engine.predictor import SearchPredictor, check_box, list_gallery
 from psdiff.evaluation.visualize import draw_detections, draw_search_result, similarity_color
-from psdiff.utils.errors import PsdiffError, exit_status
-from psdiff.utils.image import read_image
+from psdiff.utils.errors import exit_status
+from psdiff.utils.image import read_image, write_image
 
 GRAY = (160, 160, 160)  # BGR: detections below --det-thresh (not ranked)
 
@@ -59,11 +57,6 @@ def table(result) -> str:
         lines.append(f"{hit['rank']:>4}  {hit['similarity']:>10.4f}  {hit['score']:>5.2f}  "
                      f"{box:<23}  {hit['file_name']}")
     return "\n".join(lines)
-
-
-def write_image(path: str, image) -> None:
-    if not cv2.imwrite(path, image):
-        raise PsdiffError(f"cannot write {path}")
 
 
 def write_outputs(result, query_path: str, query_box: list, output: str) -> None:

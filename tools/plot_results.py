@@ -22,13 +22,12 @@ import json
 import os
 import sys
 
-import cv2
-
 from psdiff.data import get_search_split, resolve_root
 from psdiff.evaluation import Predictions, run_cfg
 from psdiff.evaluation.plots import plot_gallery_size, plot_sampling_steps
 from psdiff.evaluation.visualize import draw_search_result, top_hits
 from psdiff.utils.errors import PsdiffError, exit_status
+from psdiff.utils.image import write_image
 
 
 def read_metrics(path: str) -> tuple:
@@ -77,9 +76,7 @@ def search_result(args) -> str:
     hits = top_hits(predictions, split.protocol, split.gallery, split.queries, args.query,
                     args.k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS, cfg.TEST.IGNORE_CAM_ID)
     picture = draw_search_result(split.queries[args.query], hits, split.gallery)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if not cv2.imwrite(args.out, picture):
-        raise PsdiffError(f"cannot write {args.out}")
+    write_image(args.out, picture)
     return json.dumps(hits)
 
 

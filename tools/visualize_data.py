@@ -24,7 +24,8 @@ import numpy as np
 from psdiff.config import get_cfg
 from psdiff.data import build_train_loader, get_search_split, get_train_dicts, resolve_root
 from psdiff.data.catalog import list_datasets
-from psdiff.utils.errors import PsdiffError, exit_status
+from psdiff.utils.errors import exit_status
+from psdiff.utils.image import read_image, write_image
 
 logger = logging.getLogger("psdiff.visualize_data")
 GRAY, WHITE = (160, 160, 160), (255, 255, 255)
@@ -65,9 +66,7 @@ def _annotated(dicts: list, queries: bool) -> list:
     """(file stem, drawn image) of dataset dicts or query dicts."""
     drawn = []
     for d in dicts:
-        image = cv2.imread(d["file_name"])
-        if image is None:
-            raise PsdiffError(f"cannot read image {d['file_name']}")
+        image = read_image(d["file_name"])
         if queries:
             boxes, labels, colours = [d["bbox"]], [f"q{d['pid']}"], [WHITE]
         else:
@@ -114,7 +113,7 @@ def main(args) -> None:
         drawn = _annotated(get_train_dicts(args.dataset, root)[: args.num], False)
     os.makedirs(args.output_dir, exist_ok=True)
     for stem, image in drawn:
-        cv2.imwrite(os.path.join(args.output_dir, stem + ".jpg"), image)
+        write_image(os.path.join(args.output_dir, stem + ".jpg"), image)
     logger.info(f"Wrote {len(drawn)} images to {args.output_dir}")
 
 

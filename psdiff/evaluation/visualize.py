@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image
 
 from .metrics import align_gallery, search_rows
 from .predictions import Predictions
@@ -75,23 +76,15 @@ def draw_detections(image: np.ndarray, boxes, colors: list, labels: list) -> np.
     return image
 
 
-def _read(path: str) -> np.ndarray:
-    """A BGR image from disk, or one PsdiffError line."""
-    image = cv2.imread(path)
-    if image is None:
-        raise PsdiffError(f"cannot read image {path}")
-    return image
-
-
 def draw_search_result(query: dict, hits: list[dict], gallery: list,
                        height: int = 256) -> np.ndarray:
     """One BGR picture: the query image (blue box) followed by the hits, left to right; a
     hit's `correct` may be None (no ground truth)."""
     files = {r["image_id"]: r["file_name"] for r in gallery}
-    tiles = [_tile(_read(query["file_name"]), query["bbox"], BLUE, ["query"], height)]
+    tiles = [_tile(read_image(query["file_name"]), query["bbox"], BLUE, ["query"], height)]
     for rank, hit in enumerate(hits, 1):
         lines = [f"#{rank} sim {hit['similarity']:.2f}", f"det {hit['score']:.2f}"]
         color = ORANGE if hit.get("correct") is None else GREEN if hit["correct"] else RED
-        tiles.append(_tile(_read(files[hit["image_id"]]), hit["box"], color, lines, height))
+        tiles.append(_tile(read_image(files[hit["image_id"]]), hit["box"], color, lines, height))
     gap = np.full((height, 6, 3), 255, np.uint8)
     return np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)

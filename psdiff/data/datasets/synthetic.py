@@ -37,6 +37,7 @@ import scipy.io
 from tqdm import tqdm
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image, write_image
 
 from .common import SYNTHETIC_MARKER
 from .scenes import random_appearance, render_background, render_scene
@@ -147,9 +148,8 @@ def _with_unlabeled(rng, labeled: list, unlabeled_range: tuple, unlabeled_id) ->
 
 
 def _write_jpeg(path: str, image: np.ndarray) -> None:
-    """Write a JPEG, creating its folder."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    """Write a JPEG at the generator's quality."""
+    write_image(path, image, (cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY))
 
 
 def _save_mat(path: str, variables: dict) -> None:
@@ -352,7 +352,7 @@ def _write_prw_files(root: str, gt: GroundTruth) -> None:
         for pid, name, (x, y, w, h) in gt.queries:
             f.write(f"{pid} {x:.2f} {y:.2f} {w:.2f} {h:.2f} {name[:-4]}\r\n".encode())
     for pid, name, (x, y, w, h) in gt.queries:
-        frame = cv2.imread(os.path.join(root, "frames", name))
+        frame = read_image(os.path.join(root, "frames", name))
         x1, y1 = max(int(x), 0), max(int(y), 0)
         crop = frame[y1 : max(int(y + h), y1 + 1), x1 : max(int(x + w), x1 + 1)]
         _write_jpeg(os.path.join(root, "query_box", f"{pid}_{name}"), crop)
