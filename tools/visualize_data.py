@@ -24,6 +24,7 @@ import numpy as np
 from psdiff.config import get_cfg
 from psdiff.data import build_train_loader, get_search_split, get_train_dicts, resolve_root
 from psdiff.data.catalog import list_datasets
+from psdiff.evaluation.visualize import draw_detections
 from psdiff.utils.errors import exit_status
 from psdiff.utils.image import read_image, write_image
 
@@ -52,16 +53,6 @@ def pid_colour(pid: int) -> tuple:
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def draw_boxes(image: np.ndarray, boxes, labels, colours) -> np.ndarray:
-    """Rectangles with a text label above each."""
-    image = np.ascontiguousarray(image)
-    for box, label, colour in zip(boxes, labels, colours):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1)
-        cv2.putText(image, label, (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1)
-    return image
-
-
 def _annotated(dicts: list, queries: bool) -> list:
     """(file stem, drawn image) of dataset dicts or query dicts."""
     drawn = []
@@ -74,7 +65,7 @@ def _annotated(dicts: list, queries: bool) -> list:
             labels = [str(a["pid"]) for a in d["annotations"]]
             colours = [pid_colour(a["pid"]) for a in d["annotations"]]
         stem = ("query_" if queries else "") + os.path.splitext(d["image_id"])[0]
-        drawn.append((stem, draw_boxes(image, boxes, labels, colours)))
+        drawn.append((stem, draw_detections(image, boxes, colours, labels)))
     return drawn
 
 
@@ -94,7 +85,7 @@ def _from_dataloader(args, root: str) -> list:
             pids = d["instances"]["pids"].tolist()
             labels, colours = [str(p) for p in pids], [pid_colour(p) for p in pids]
             stem = f"iter{step}_" + os.path.splitext(d["image_id"])[0]
-            drawn.append((stem, draw_boxes(image, d["instances"]["boxes"], labels, colours)))
+            drawn.append((stem, draw_detections(image, d["instances"]["boxes"], colours, labels)))
         if len(drawn) >= args.num:
             return drawn[: args.num]
     return drawn

@@ -46,8 +46,7 @@ def _tile(image: np.ndarray, box, color, lines: list[str], height: int) -> np.nd
     """The image scaled to `height` with the box drawn and text lines on top."""
     scale = height / image.shape[0]
     tile = cv2.resize(image, (max(1, round(image.shape[1] * scale)), height))
-    x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
-    cv2.rectangle(tile, (x1, y1), (x2, y2), color, 2)
+    tile = draw_detections(tile, [[v * scale for v in box]], [color])
     for i, line in enumerate(lines):
         _text(tile, line, (4, 16 + 16 * i))
     return tile
@@ -65,14 +64,16 @@ def similarity_color(similarity: float) -> tuple:
     return tuple(int(c) for c in cv2.applyColorMap(value, cv2.COLORMAP_JET)[0, 0])
 
 
-def draw_detections(image: np.ndarray, boxes, colors: list, labels: list) -> np.ndarray:
-    """A copy of the BGR image with each box and its label above it, drawn in the given order
-    (so later boxes lie on top)."""
+def draw_detections(image: np.ndarray, boxes, colors: list, labels: list = None) -> np.ndarray:
+    """A copy of the BGR image with each box (xyxy pixels) and, when given, its label above it,
+    drawn in the given order (so later boxes lie on top). The one box-drawing function of the
+    search pictures, tools/demo.py and tools/visualize_data.py."""
     image = image.copy()
-    for box, color, label in zip(boxes, colors, labels):
+    for k, (box, color) in enumerate(zip(boxes, colors)):
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
-        _text(image, label, (x1, max(y1 - 4, 12)), color)
+        if labels is not None:
+            _text(image, labels[k], (x1, max(y1 - 4, 12)), color)
     return image
 
 
