@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from psdiff.data.datasets.synthetic import PRW_CAMERA_SIZES, write_cuhk_sysu, write_prw
+from psdiff.data.synthetic import PRW_CAMERA_SIZES, write_cuhk_sysu, write_prw
 from psdiff.utils.errors import exit_status
 
 logger = logging.getLogger("psdiff.make_synthetic")

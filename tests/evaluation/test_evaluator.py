@@ -10,7 +10,7 @@ import torch
 from eval_oracle import OracleModel, evaluate_and_dump, make_cfg, oracle_for
 from tools_loader import load_tool
 
-from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
+from psdiff.data.synthetic import write_cuhk_sysu, write_prw
 from psdiff.engine import launch
 from psdiff.evaluation import (
     PersonSearchEvaluator,

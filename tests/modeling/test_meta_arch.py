@@ -17,7 +17,7 @@ from torchvision.ops import box_iou
 
 from psdiff.data import DatasetMapper, build_test_loader, build_train_loader
 from psdiff.data.datasets import load_cuhk_sysu
-from psdiff.data.datasets.synthetic import write_cuhk_sysu
+from psdiff.data.synthetic import write_cuhk_sysu
 from psdiff.modeling import build_model
 from psdiff.modeling.attention import MultiHeadAttention
 from psdiff.utils.errors import PsdiffError

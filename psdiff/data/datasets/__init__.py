@@ -1,4 +1,5 @@
-"""Readers of the CUHK-SYSU and PRW on-disk formats, and a generator writing those formats."""
+"""Readers of the CUHK-SYSU and PRW on-disk formats (the synthetic benchmark that writes them is
+psdiff.data.synthetic)."""
 
 from .cuhk_sysu import available_gallery_sizes, load_cuhk_sysu
 from .prw import load_prw

@@ -17,7 +17,7 @@ from psdiff.utils.image import read_image
 logger = logging.getLogger(__name__)
 
 README_HINT = "see datasets/README.md for the expected tree"
-# A tree written by psdiff.data.datasets.synthetic holds this file; its counts are not checked.
+# A tree written by psdiff.data.synthetic holds this file; its counts are not checked.
 SYNTHETIC_MARKER = "psdiff_synthetic.json"
 
 # JPEG start-of-frame markers (they carry the image size); C4, C8 and CC are not frames.

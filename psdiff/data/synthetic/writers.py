@@ -1,8 +1,9 @@
 """Synthetic person-search benchmark, written in the exact on-disk formats of CUHK-SYSU and PRW.
 
 The real datasets cannot be downloaded here, so the demo and the tests use this generator; the
-real loaders (`cuhk_sysu.py`, `prw.py`) read its output, which proves them on the formats. The
-output is a pure function of the options and `seed` (each image has its own random stream).
+real loaders (psdiff/data/datasets: `cuhk_sysu.py`, `prw.py`) read its output, which proves them
+on the formats. The output is a pure function of the options and `seed` (each image has its own
+random stream).
 
 * CUHK-SYSU (`write_cuhk_sysu`): `Image/SSM/s<k>.jpg` (k a random permutation, so string and
   numeric order differ), `annotation/{Images,Person,pool}.mat`, `annotation/test/train_test/
@@ -36,10 +37,10 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
+from psdiff.data.datasets.common import SYNTHETIC_MARKER
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.image import read_image, write_image
 
-from .common import SYNTHETIC_MARKER
 from .scenes import random_appearance, render_background, render_scene
 
 CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
