@@ -7,7 +7,7 @@
 
 The gallery is a folder (its image files) or a quoted glob ("photos/*.jpg"). Writes to the
 output folder `ranking.json` (the top-k hits), `summary.jpg` (the query and its hits) and
-`detections/<index>_<name>.jpg` (each gallery image with all its detections, coloured by
+`detections/<index>_<name>.jpg` (each gallery image with all its detections, colored by
 similarity, blue to red; gray: below --det-thresh), and prints the top-k table. Bad input (a
 missing or unreadable image, a box outside the image, an empty gallery, no MODEL.WEIGHTS)
 prints one line `error: ...` and exits with status 2.

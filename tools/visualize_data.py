@@ -44,8 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pid_colour(pid: int) -> tuple:
-    """A fixed, bright BGR colour per pid (gray for unlabeled)."""
+def pid_color(pid: int) -> tuple:
+    """A fixed, bright BGR color per pid (gray for unlabeled)."""
     if pid < 0:
         return GRAY
     hue = zlib.crc32(str(pid).encode()) % 180
@@ -59,13 +59,13 @@ def _annotated(dicts: list, queries: bool) -> list:
     for d in dicts:
         image = read_image(d["file_name"])
         if queries:
-            boxes, labels, colours = [d["bbox"]], [f"q{d['pid']}"], [WHITE]
+            boxes, labels, colors = [d["bbox"]], [f"q{d['pid']}"], [WHITE]
         else:
             boxes = [a["bbox"] for a in d["annotations"]]
             labels = [str(a["pid"]) for a in d["annotations"]]
-            colours = [pid_colour(a["pid"]) for a in d["annotations"]]
+            colors = [pid_color(a["pid"]) for a in d["annotations"]]
         stem = ("query_" if queries else "") + os.path.splitext(d["image_id"])[0]
-        drawn.append((stem, draw_detections(image, boxes, colours, labels)))
+        drawn.append((stem, draw_detections(image, boxes, colors, labels)))
     return drawn
 
 
@@ -83,9 +83,9 @@ def _from_dataloader(args, root: str) -> list:
             if cfg.INPUT.FORMAT == "RGB":
                 image = image[:, :, ::-1]
             pids = d["instances"]["pids"].tolist()
-            labels, colours = [str(p) for p in pids], [pid_colour(p) for p in pids]
+            labels, colors = [str(p) for p in pids], [pid_color(p) for p in pids]
             stem = f"iter{step}_" + os.path.splitext(d["image_id"])[0]
-            drawn.append((stem, draw_detections(image, d["instances"]["boxes"], colours, labels)))
+            drawn.append((stem, draw_detections(image, d["instances"]["boxes"], colors, labels)))
         if len(drawn) >= args.num:
             return drawn[: args.num]
     return drawn

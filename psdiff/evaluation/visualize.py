@@ -59,7 +59,7 @@ def _text(image: np.ndarray, line: str, origin: tuple, color=(255, 255, 255)) ->
 
 
 def similarity_color(similarity: float) -> tuple:
-    """The BGR colour of a similarity on OpenCV's JET map: blue at <= 0 to red at >= 1."""
+    """The BGR color of a similarity on OpenCV's JET map: blue at <= 0 to red at >= 1."""
     value = np.full((1, 1), round(255 * min(max(float(similarity), 0.0), 1.0)), np.uint8)
     return tuple(int(c) for c in cv2.applyColorMap(value, cv2.COLORMAP_JET)[0, 0])
 

@@ -41,7 +41,7 @@ TILE = 341  # width of each summary tile: every image here is 3:4, scaled to hei
 
 
 def _scene(path, height, width, seed):
-    """Dark noise with three coloured rectangles ("persons"), written to `path`."""
+    """Dark noise with three colored rectangles ("persons"), written to `path`."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 40, (height, width, 3), dtype=np.uint8)
     for _ in range(3):
@@ -194,7 +194,7 @@ def test_summary_marks_hits_without_ground_truth_orange(tmp_path):
     assert tuple(picture[50, 54 + 8]) == ORANGE  # left edge, below the text lines
 
 
-def test_draw_detections_colours_and_order():
+def test_draw_detections_colors_and_order():
     image = np.zeros((40, 60, 3), np.uint8)
     low, high = similarity_color(0.1), similarity_color(0.9)
     assert low[0] > low[2] and high[2] > high[0]  # JET: blue for low, red for high

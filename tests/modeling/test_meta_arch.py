@@ -1,7 +1,7 @@
 """PSDiff end to end on a tiny ResNet-18 config: training step, one-batch fit, Algorithm 2,
 query embeddings, the synthetic CUHK-SYSU files through the real loaders, analyze_model.py.
 
-Most tests feed small generated scenes (coloured "persons" on dark noise) as model input dicts
+Most tests feed small generated scenes (colored "persons" on dark noise) as model input dicts
 in the mapper's format; one runs generated dataset files through loader and mapper.
 """
 
@@ -32,7 +32,7 @@ COLORS = [(230, 60, 60), (60, 230, 60), (60, 60, 230), (230, 230, 60)]  # BGR pe
 
 
 def scene(image_id, boxes, size=(96, 128), seed=0, original_scale=1.0):
-    """A model input: dark noise with one coloured rectangle per box (identity = its index),
+    """A model input: dark noise with one colored rectangle per box (identity = its index),
     and teacher embeddings that depend only on the identity, as a trained teacher's would."""
     generator = torch.Generator().manual_seed(seed)
     height, width = size
