@@ -15,9 +15,10 @@ import logging
 import sys
 
 from psdiff.data.build import load_train_dicts
+from psdiff.data.teacher_targets import save_targets
 from psdiff.engine import default_argument_parser, launch_from_args, setup_cfg
+from psdiff.teacher.inference import build_targets
 from psdiff.teacher.network import load_teacher
-from psdiff.teacher.targets import build_targets, save_targets
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError, exit_status
 from psdiff.utils.logger import setup_logger

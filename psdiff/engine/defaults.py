@@ -18,6 +18,9 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from psdiff.config import get_cfg
+from psdiff.data import build_train_loader
+from psdiff.evaluation import evaluate
+from psdiff.modeling import build_model
 from psdiff.solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from psdiff.utils import comm
 from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
@@ -214,7 +217,8 @@ class DefaultTrainer(TrainerBase):
     """The trainer built from a config, in Detectron2's shape.
 
     Override the classmethods `build_model`, `build_optimizer`, `build_lr_scheduler`,
-    `build_train_loader` and `test` to swap a part (the ReID teacher does). Use:
+    `build_train_loader` and `test` to swap a part, and `build_model_hooks` to add hooks (the ReID
+    teacher does both). Use:
     `trainer = DefaultTrainer(cfg); trainer.resume_or_load(resume=args.resume); trainer.train()`.
     """
 
@@ -267,6 +271,8 @@ class DefaultTrainer(TrainerBase):
         return [
             # first, so "time" covers the step and every hook after it
             hooks.IterationTimer(),
+            # what the trained model needs around its steps, saved by the checkpoints below
+            *self.build_model_hooks(),
             # before the checkpointer: a checkpoint holds the schedule of the next iteration
             hooks.LRScheduler(self.optimizer, self.scheduler),
             # before evaluation: a crash while evaluating keeps this iteration's weights
@@ -277,6 +283,11 @@ class DefaultTrainer(TrainerBase):
             hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD)
             if comm.is_main_process() else None,
         ]
+
+    def build_model_hooks(self) -> list:
+        """Hooks of the model being trained (none for PSDiff; the ReID teacher refreshes its
+        memory): they run after the timer and before the schedule, checkpoints and evaluation."""
+        return []
 
     def build_writers(self) -> list:
         """Console line, OUTPUT_DIR/metrics.json and TensorBoard events in OUTPUT_DIR."""
@@ -300,8 +311,6 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_model(cls, cfg) -> torch.nn.Module:
         """`psdiff.modeling.build_model(cfg)`, moved to `MODEL.DEVICE`."""
-        from psdiff.modeling import build_model
-
         model = build_model(cfg)
         logger.info(f"Model:\n{model}")
         return model.to(torch.device(cfg.MODEL.DEVICE))
@@ -319,21 +328,13 @@ class DefaultTrainer(TrainerBase):
         """An endless iterable of batches whose first batch is the one of iteration
         `start_iter`. For a bit-identical resume, batches (order and augmentation) must be a
         pure function of (SEED, rank, iteration), as in `psdiff.data.build_train_loader`; the
-        engine starts the iterator under a forked RNG, so creating it draws nothing.
-        PSDiff's targets e0 (Eq. 11) come from the teacher cache `TEACHER.CACHE`."""
-        from psdiff.data import build_train_loader
-        from psdiff.data.build import load_train_dicts
-        from psdiff.teacher import attach_targets_from_config
-
-        dataset_dicts = attach_targets_from_config(cfg, load_train_dicts(cfg))
-        return build_train_loader(cfg, dataset_dicts, start_iter=start_iter)
+        engine starts the iterator under a forked RNG, so creating it draws nothing."""
+        return build_train_loader(cfg, start_iter=start_iter)
 
     @classmethod
     def test(cls, cfg, model) -> dict:
         """Evaluate on every `DATASETS.TEST` name; one flat dict of metrics (prefixed by the
         dataset name when there are several), with the model in eval mode meanwhile."""
-        from psdiff.evaluation import evaluate
-
         model = unwrap_model(model)
         was_training = model.training
         model.eval()

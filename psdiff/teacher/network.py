@@ -10,11 +10,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from psdiff.data.teacher_targets import load_network_state
 from psdiff.modeling.backbone.pretrained import load_pretrained
 from psdiff.utils.errors import PsdiffError
-from psdiff.utils.weights import load_pth, strip_ddp_prefix
 
-_NETWORK_PARTS = ("body.", "pool.", "head.", "neck.")  # ReIDNetwork's state_dict prefixes
 _RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
             50: torchvision.models.resnet50}
 
@@ -85,20 +84,6 @@ class ReIDNetwork(nn.Module):
         feature = self.head(self.pool(self.body(images)).flatten(1))
         bn = self.neck(feature)
         return {"feature": feature, "bn": bn, "embedding": F.normalize(bn, dim=1)}
-
-
-def load_network_state(path: str) -> dict:
-    """The ReIDNetwork weights inside a teacher checkpoint ({"model": TeacherModel state}).
-
-    Also accepts a bare ReIDNetwork state_dict; a file holding neither is a one-line error.
-    """
-    state = load_pth(path, "TEACHER.WEIGHTS")
-    state = strip_ddp_prefix(state.get("model", state) if isinstance(state, dict) else {})
-    network = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
-    network = network or {k: v for k, v in state.items() if k.startswith(_NETWORK_PARTS)}
-    if not network:
-        raise PsdiffError(f"TEACHER.WEIGHTS {path} holds no teacher network weights")
-    return network
 
 
 def load_teacher(cfg, device="cpu") -> ReIDNetwork:

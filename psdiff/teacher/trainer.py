@@ -1,10 +1,11 @@
 """Training the ReID teacher on the engine: DefaultTrainer with the teacher's parts swapped in.
 
-`TeacherTrainer(cfg)` builds a `TeacherModel` over the ground-truth crops of `DATASETS.TRAIN`,
-HHCL's Adam optimizer (SOLVER.OPTIMIZER "ADAM"), the P x K crop loader, and a hook that
-(re)builds the HHCL memory from eval-mode embeddings (at the start and every
-TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). Evaluation (`test`) is the
-teacher's own query -> gallery retrieval on ground-truth crops of `DATASETS.TEST`.
+`TeacherTrainer(cfg)` adds only what differs from PSDiff's training: a `TeacherModel` over the
+ground-truth crops of `DATASETS.TRAIN`, the P x K crop loader, and a hook that (re)builds the
+HHCL memory from eval-mode embeddings (at the start and every TEACHER.MEMORY_REFRESH_PERIOD
+iterations, HHCL's per-epoch rhythm). HHCL's Adam is the engine's SOLVER.OPTIMIZER "ADAM".
+Evaluation (`test`) is the teacher's own query ->
+gallery retrieval on ground-truth crops of `DATASETS.TEST`.
 """
 
 import functools
@@ -74,14 +75,9 @@ class MemoryRefresh(HookBase):
 class TeacherTrainer(DefaultTrainer):
     """DefaultTrainer for the ReID teacher (tools/train_teacher.py)."""
 
-    def __init__(self, cfg):
-        self.crops = build_crop_dataset(cfg, train=False)  # read-only view for the memory hook
-        super().__init__(cfg)
-
-    def build_hooks(self) -> list:
-        """The engine's hooks with the memory refresh right after the timer (before checkpoints)."""
-        hooks = super().build_hooks()
-        return hooks[:1] + [MemoryRefresh(self.cfg, self.crops)] + hooks[1:]
+    def build_model_hooks(self) -> list:
+        """The HHCL memory refresh, over an unaugmented view of the training crops."""
+        return [MemoryRefresh(self.cfg, build_crop_dataset(self.cfg, train=False))]
 
     @classmethod
     def build_model(cls, cfg) -> TeacherModel:
