@@ -1,14 +1,13 @@
 """Training the ReID teacher on the engine: DefaultTrainer with the teacher's parts swapped in.
 
 `TeacherTrainer(cfg)` adds only what differs from PSDiff's training: a `TeacherModel` over the
-ground-truth crops of `DATASETS.TRAIN`, the P x K crop loader, and a hook that (re)builds the
-HHCL memory from eval-mode embeddings (at the start and every TEACHER.MEMORY_REFRESH_PERIOD
-iterations, HHCL's per-epoch rhythm). HHCL's Adam is the engine's SOLVER.OPTIMIZER "ADAM".
-Evaluation (`test`) is the teacher's own query ->
+ground-truth crops of `DATASETS.TRAIN` (the dicts PSDiff trains on: `load_train_dicts`), the
+P x K crop loader, and a hook that (re)builds the HHCL memory from eval-mode embeddings (at the
+start and every TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). HHCL's Adam
+is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`test`) is the teacher's own query ->
 gallery retrieval on ground-truth crops of `DATASETS.TEST`.
 """
 
-import functools
 import itertools
 import json
 import logging
@@ -16,7 +15,8 @@ import logging
 import torch
 from torch.utils.data import DataLoader
 
-from psdiff.data.catalog import get_search_split, get_train_dicts, resolve_root
+from psdiff.data.build import load_train_dicts
+from psdiff.data.catalog import get_search_split, resolve_root
 from psdiff.engine import DefaultTrainer, HookBase
 from psdiff.engine.checkpoint import unwrap_model
 from psdiff.utils import comm
@@ -29,17 +29,10 @@ from .retrieval import evaluate_teacher
 logger = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=2)
-def _train_dicts(names: tuple, root: str) -> tuple:
-    """Dataset dicts of every training set, concatenated in order (read once per process)."""
-    return tuple(d for name in names for d in get_train_dicts(name, root))
-
-
 def build_crop_dataset(cfg, train: bool = True) -> CropDataset:
     """All ground-truth boxes of `DATASETS.TRAIN` as crops of TEACHER.INPUT_SIZE."""
-    dicts = list(_train_dicts(tuple(cfg.DATASETS.TRAIN), resolve_root(cfg.DATASETS.ROOT)))
-    return CropDataset(dicts, cfg.TEACHER.INPUT_SIZE, train=train, pad=cfg.TEACHER.PAD,
-                       erasing_prob=cfg.TEACHER.RANDOM_ERASING)
+    return CropDataset(load_train_dicts(cfg), cfg.TEACHER.INPUT_SIZE, train=train,
+                       pad=cfg.TEACHER.PAD, erasing_prob=cfg.TEACHER.RANDOM_ERASING)
 
 
 class MemoryRefresh(HookBase):
