@@ -13,7 +13,7 @@ from psdiff.utils.errors import PsdiffError
 
 from .catalog import get_train_dicts, resolve_root
 from .mapper import DatasetMapper
-from .samplers import BatchSampler, TrainingSampler, augmentation_rng, inference_shard
+from .samplers import BatchesFrom, BatchSampler, TrainingSampler, augmentation_rng, inference_shard
 from .teacher_targets import attach_targets_from_config
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def build_train_loader(cfg, dataset_dicts: list = None, mapper=None, start_iter:
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:  # landscape and portrait images batch apart
         groups = [int(d["width"] > d["height"]) for d in dicts]
     sampler = TrainingSampler(len(dicts), seed, rank, world)
-    batches = BatchSampler(sampler, total // world, groups, start_batch=start_iter)
+    batches = BatchesFrom(BatchSampler(sampler, total // world, groups), start_iter)
     mapper = DatasetMapper.from_config(cfg, is_train=True) if mapper is None else mapper
     return torch.utils.data.DataLoader(
         _MappedDataset(dicts, mapper, seed),

@@ -8,7 +8,6 @@ is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`test`) is the teacher's ow
 gallery retrieval on ground-truth crops of `DATASETS.TEST`.
 """
 
-import itertools
 import json
 import logging
 
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from psdiff.data.build import load_train_dicts
 from psdiff.data.catalog import get_search_split, resolve_root
+from psdiff.data.samplers import BatchesFrom
 from psdiff.engine import DefaultTrainer, HookBase
 from psdiff.engine.checkpoint import unwrap_model
 from psdiff.utils import comm
@@ -89,7 +89,7 @@ class TeacherTrainer(DefaultTrainer):
                                  t.NUM_UNLABELED if t.USE_UNLABELED else 0,
                                  seed=cfg.SEED, rank=comm.get_rank(),
                                  world_size=comm.get_world_size())
-        batches = _Skip(sampler, start_iter)
+        batches = BatchesFrom(sampler, start_iter)
         return DataLoader(crops, batch_sampler=batches, num_workers=cfg.DATALOADER.NUM_WORKERS,
                           collate_fn=collate_crops, pin_memory=cfg.MODEL.DEVICE.startswith("cuda"))
 
@@ -110,16 +110,6 @@ class TeacherTrainer(DefaultTrainer):
         if comm.is_main_process():
             logger.info("Teacher evaluation: " + json.dumps(results, sort_keys=True))
         return results
-
-
-class _Skip:
-    """The batches of a batch sampler from index `start` on (a resumed run continues its stream)."""
-
-    def __init__(self, sampler, start: int):
-        self.sampler, self.start = sampler, start
-
-    def __iter__(self):
-        return itertools.islice(iter(self.sampler), self.start, None)
 
 
 def check_teacher_config(cfg) -> None:
