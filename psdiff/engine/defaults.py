@@ -217,8 +217,8 @@ class DefaultTrainer(TrainerBase):
     """The trainer built from a config, in Detectron2's shape.
 
     Override the classmethods `build_model`, `build_optimizer`, `build_lr_scheduler`,
-    `build_train_loader` and `test` to swap a part, and `build_model_hooks` to add hooks (the ReID
-    teacher does both). Use:
+    `build_train_loader` and `evaluate_dataset` to swap a part, and `build_model_hooks` to add
+    hooks (the ReID teacher does both). Use:
     `trainer = DefaultTrainer(cfg); trainer.resume_or_load(resume=args.resume); trainer.train()`.
     """
 
@@ -333,8 +333,9 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def test(cls, cfg, model) -> dict:
-        """Evaluate on every `DATASETS.TEST` name; one flat dict of metrics (prefixed by the
-        dataset name when there are several), with the model in eval mode meanwhile."""
+        """Evaluate on every `DATASETS.TEST` name with `evaluate_dataset`; one flat dict of
+        metrics (prefixed by the dataset name when there are several), with the model in eval
+        mode meanwhile."""
         model = unwrap_model(model)
         was_training = model.training
         model.eval()
@@ -342,7 +343,7 @@ class DefaultTrainer(TrainerBase):
         try:
             with torch.no_grad():
                 for name in cfg.DATASETS.TEST:
-                    metrics = evaluate(cfg, model, name)
+                    metrics = cls.evaluate_dataset(cfg, model, name)
                     prefix = f"{name}/" if len(cfg.DATASETS.TEST) > 1 else ""
                     results.update({prefix + k: float(v) for k, v in metrics.items()})
         finally:
@@ -350,3 +351,8 @@ class DefaultTrainer(TrainerBase):
         if comm.is_main_process():
             logger.info("Evaluation results: " + json.dumps(results, sort_keys=True))
         return results
+
+    @classmethod
+    def evaluate_dataset(cls, cfg, model, dataset_name: str) -> dict:
+        """The metrics of one test set: PSDiff's person-search protocol (`evaluation.evaluate`)."""
+        return evaluate(cfg, model, dataset_name)

@@ -4,11 +4,10 @@
 ground-truth crops of `DATASETS.TRAIN` (the dicts PSDiff trains on: `load_train_dicts`), the
 P x K crop loader, and a hook that (re)builds the HHCL memory from eval-mode embeddings (at the
 start and every TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). HHCL's Adam
-is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`test`) is the teacher's own query ->
-gallery retrieval on ground-truth crops of `DATASETS.TEST`.
+is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`evaluate_dataset`) is the teacher's own
+query -> gallery retrieval on ground-truth crops of each `DATASETS.TEST` set.
 """
 
-import json
 import logging
 
 import torch
@@ -94,22 +93,13 @@ class TeacherTrainer(DefaultTrainer):
                           collate_fn=collate_crops, pin_memory=cfg.MODEL.DEVICE.startswith("cuda"))
 
     @classmethod
-    def test(cls, cfg, model) -> dict:
-        """Teacher retrieval (mAP, top-1) on ground-truth crops of every DATASETS.TEST set."""
-        model = unwrap_model(model)
+    def evaluate_dataset(cls, cfg, model, dataset_name: str) -> dict:
+        """Teacher retrieval (mAP, top-1) on the ground-truth crops of one test set."""
         network = model.network if isinstance(model, TeacherModel) else model
-        root = resolve_root(cfg.DATASETS.ROOT)
-        results = {}
-        for name in cfg.DATASETS.TEST:
-            split = get_search_split(name, root, cfg.TEACHER.GALLERY_SIZE)
-            metrics = evaluate_teacher(network, split.queries, split.gallery,
-                                       cfg.TEACHER.INPUT_SIZE, cfg.MODEL.DEVICE,
-                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
-            prefix = f"{name}/" if len(cfg.DATASETS.TEST) > 1 else ""
-            results.update({prefix + k: v for k, v in metrics.items()})
-        if comm.is_main_process():
-            logger.info("Teacher evaluation: " + json.dumps(results, sort_keys=True))
-        return results
+        split = get_search_split(dataset_name, resolve_root(cfg.DATASETS.ROOT),
+                                 cfg.TEACHER.GALLERY_SIZE)
+        return evaluate_teacher(network, split.queries, split.gallery, cfg.TEACHER.INPUT_SIZE,
+                                cfg.MODEL.DEVICE, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
 def check_teacher_config(cfg) -> None:
