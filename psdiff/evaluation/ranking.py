@@ -26,6 +26,8 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
+from psdiff.data.protocol import QueryGallery
+
 from .predictions import GalleryRows
 
 TOPK = (1, 5, 10)  # the ranks the reference reports
@@ -66,18 +68,6 @@ def size_aware_iou_threshold(gt: np.ndarray) -> float:
     """`min(0.5, wh / ((w+10)(h+10)))` of an int32 xyxy box: small people get a looser IoU."""
     w, h = int(gt[2]) - int(gt[0]), int(gt[3]) - int(gt[1])
     return min(0.5, (w * h) / ((w + 10) * (h + 10)))
-
-
-@dataclass
-class QueryGallery:
-    """The gallery of one query, in protocol order.
-
-    `images` indexes the gallery image list (an image may be listed twice); `gt_boxes` [n,4]
-    is the query person's box xyxy in that image, a NaN row where the person is absent.
-    """
-
-    images: np.ndarray
-    gt_boxes: np.ndarray
 
 
 @dataclass

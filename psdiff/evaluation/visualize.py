@@ -9,13 +9,13 @@ its rank, similarity and detection score. `draw_detections` draws all boxes of o
 import cv2
 import numpy as np
 
+from psdiff.data import get_protocol
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.image import read_image
 
 from .metrics import align_gallery, search_rows
 from .predictions import Predictions
 from .ranking import iter_ranked
-from .search import query_gallery_fn
 
 GREEN, RED, BLUE, ORANGE = (0, 200, 0), (0, 0, 230), (230, 120, 0), (0, 160, 255)  # BGR
 
@@ -28,7 +28,7 @@ def top_hits(predictions: Predictions, protocol: str, gallery: list, queries: li
     if not 0 <= query_index < len(queries):
         raise PsdiffError(f"query index {query_index} is outside 0..{len(queries) - 1}")
     rows = search_rows(align_gallery(predictions, gallery), det_thresh, cws)
-    galleries = query_gallery_fn(protocol, gallery, queries, ignore_cam_id)
+    galleries = get_protocol(protocol).query_galleries(gallery, queries, ignore_cam_id)
     _, ranked = next(iter_ranked(rows, predictions.query_embeddings, galleries, [query_index]))
     hits = []
     for position in ranked.top_rows(k):
