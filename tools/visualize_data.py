@@ -2,17 +2,18 @@
 """Draw the ground-truth boxes and pids of N images of a dataset into a folder.
 
     tools/visualize_data.py --dataset synthetic_prw_train --num 8 --output-dir out/vis
-    tools/visualize_data.py --dataset cuhk_sysu_test --root datasets --num 4 --output-dir out/vis
-    tools/visualize_data.py --dataset synthetic_cuhk_sysu_train --source dataloader \\
-        --config-file configs/X.yaml --output-dir out/vis
+    tools/visualize_data.py --dataset cuhk_sysu_test --num 4 --output-dir out/vis \\
+        DATASETS.ROOT /data/person_search
+    tools/visualize_data.py --source dataloader --config-file configs/X.yaml \\
+        --output-dir out/vis DATASETS.TRAIN "('synthetic_cuhk_sysu_train',)"
 
-`--source annotation` (default) draws the dataset dicts on the original images; for a test set
-it draws the gallery and then the queries (query box in white, labelled `q<pid>`).
-`--source dataloader` draws training batches as the model receives them (resized, flipped),
-which checks the mapper. Unlabeled persons (pid -1) are drawn in gray.
+`--source annotation` (default) draws the dicts of `--dataset` on the original images; for a
+test set it draws the gallery and then the queries (query box in white, labeled `q<pid>`).
+`--source dataloader` draws training batches of the config's DATASETS.TRAIN as the model
+receives them (resized, flipped), which checks the mapper. Unlabeled persons (pid -1) are drawn
+in gray. Datasets are read under DATASETS.ROOT.
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -21,26 +22,27 @@ import zlib
 import cv2
 import numpy as np
 
-from psdiff.config import get_cfg
 from psdiff.data import build_train_loader, get_search_split, get_train_dicts, resolve_root
 from psdiff.data.catalog import list_datasets
+from psdiff.engine import default_argument_parser, setup_cfg
 from psdiff.evaluation.visualize import draw_detections
-from psdiff.utils.errors import exit_status
+from psdiff.utils.errors import PsdiffError, exit_status
 from psdiff.utils.image import read_image, write_image
+from psdiff.utils.logger import setup_logger
 
 logger = logging.getLogger("psdiff.visualize_data")
 GRAY, WHITE = (160, 160, 160), (255, 255, 255)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, help=f"one of: {', '.join(list_datasets())}")
-    parser.add_argument("--root", default="", help="datasets root (default: DATASETS.ROOT rule)")
-    parser.add_argument("--num", type=int, default=8, help="images to draw")
-    parser.add_argument("--output-dir", required=True)
+def parse_args(argv=None):
+    """The config arguments (DATASETS.ROOT, and for the loader its INPUT / SOLVER keys) and
+    what to draw."""
+    parser = default_argument_parser(__doc__, train=False, distributed=False)
     parser.add_argument("--source", choices=("annotation", "dataloader"), default="annotation")
-    parser.add_argument("--config-file", default="", help="config for --source dataloader")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    parser.add_argument("--dataset", help=f"with --source annotation: one of "
+                                          f"{', '.join(list_datasets())}")
+    parser.add_argument("--num", type=int, default=8, help="images to draw")
+    parser.add_argument("--output-dir", required=True, help="folder for the pictures")
     return parser.parse_args(argv)
 
 
@@ -69,13 +71,8 @@ def _annotated(dicts: list, queries: bool) -> list:
     return drawn
 
 
-def _from_dataloader(args, root: str) -> list:
+def _from_dataloader(cfg, num: int) -> list:
     """(file stem, drawn image) of the first training batches as the mapper outputs them."""
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.DATASETS.ROOT, cfg.DATASETS.TRAIN, cfg.DATALOADER.NUM_WORKERS = root, (args.dataset,), 0
     drawn = []
     for step, batch in enumerate(build_train_loader(cfg)):
         for d in batch:
@@ -86,23 +83,25 @@ def _from_dataloader(args, root: str) -> list:
             labels, colors = [str(p) for p in pids], [pid_color(p) for p in pids]
             stem = f"iter{step}_" + os.path.splitext(d["image_id"])[0]
             drawn.append((stem, draw_detections(image, d["instances"]["boxes"], colors, labels)))
-        if len(drawn) >= args.num:
-            return drawn[: args.num]
+        if len(drawn) >= num:
+            return drawn[:num]
     return drawn
 
 
 def main(args) -> None:
     """Draw and save the images."""
-    root = resolve_root(args.root)
+    cfg = setup_cfg(args)
+    root = resolve_root(cfg.DATASETS.ROOT)
     if args.source == "dataloader":
-        drawn = _from_dataloader(args, root)
+        drawn = _from_dataloader(cfg, args.num)
+    elif not args.dataset:
+        raise PsdiffError("--source annotation needs --dataset NAME")
     elif args.dataset.endswith("_test"):
         split = get_search_split(args.dataset, root)
         drawn = _annotated(split.gallery[: args.num], False)
         drawn += _annotated(split.queries[: args.num], True)
     else:
         drawn = _annotated(get_train_dicts(args.dataset, root)[: args.num], False)
-    os.makedirs(args.output_dir, exist_ok=True)
     for stem, image in drawn:
         write_image(os.path.join(args.output_dir, stem + ".jpg"), image)
     logger.info(f"Wrote {len(drawn)} images to {args.output_dir}")
@@ -110,7 +109,7 @@ def main(args) -> None:
 
 def run(argv=None) -> int:
     """Command-line entry; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logger()
     return exit_status(lambda: main(parse_args(argv)))
 
 

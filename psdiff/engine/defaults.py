@@ -37,36 +37,51 @@ logger = logging.getLogger(__name__)
 _AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def default_argument_parser(description: str = "psdiff training and evaluation"):
-    """Detectron2's arguments, with the trailing `KEY VALUE` config overrides as `opts`."""
-    parser = argparse.ArgumentParser(
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  train:     tools/train_net.py --config-file configs/psdiff_r50.yaml --num-gpus 4\n"
-        "  resume:    tools/train_net.py --config-file configs/psdiff_r50.yaml --resume\n"
-        "  evaluate:  tools/train_net.py --config-file output/config.yaml --eval-only "
-        "MODEL.WEIGHTS output/model_final.pth\n"
-        "  torchrun:  torchrun --nproc_per_node 4 tools/train_net.py --config-file ...",
-    )
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--config-file` and the trailing `KEY VALUE` overrides (`opts`): what `setup_cfg` reads.
+    Every option that a config key already names is given as that key, never as a flag."""
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config YAML")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUTPUT_DIR/last_checkpoint (else MODEL.WEIGHTS)")
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="processes per machine (GPUs; CPU workers with MODEL.DEVICE cpu)")
-    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
-    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
-    parser.add_argument("--dist-url", default="auto",
-                        help="tcp://HOST:PORT of machine 0 (several machines); auto on one")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 1e-4")
+                        help="config overrides as KEY VALUE pairs at the end, e.g. "
+                             "MODEL.DEVICE cpu DATASETS.ROOT datasets SOLVER.BASE_LR 1e-4")
     return parser
 
 
-def setup_cfg(args):
-    """get_cfg(), then the `--config-file`, then the `KEY VALUE` overrides; frozen."""
+def default_argument_parser(description: str = "Train or evaluate psdiff from a config.", *,
+                            train: bool = True, distributed: bool = True,
+                            weights_key: str = "MODEL.WEIGHTS") -> argparse.ArgumentParser:
+    """The command line every psdiff tool with a config builds on (Detectron2's arguments).
+
+    `description` is the tool's docstring, usage examples included (--help prints it as it is
+    written). Always: --config-file and the KEY VALUE overrides; with `train`, --resume and
+    --eval-only (which evaluates the checkpoint named by `weights_key`); with `distributed`,
+    --num-gpus, --num-machines, --machine-rank and --dist-url. A tool adds its own flags.
+    """
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    if train:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from OUTPUT_DIR/last_checkpoint (else start from "
+                                 "MODEL.WEIGHTS)")
+        parser.add_argument("--eval-only", action="store_true",
+                            help=f"only evaluate the checkpoint {weights_key}")
+    if distributed:
+        parser.add_argument("--num-gpus", type=int, default=1,
+                            help="processes per machine (GPUs; CPU workers with MODEL.DEVICE cpu)")
+        parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+        parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
+        parser.add_argument("--dist-url", default="auto",
+                            help="tcp://HOST:PORT of machine 0 (several machines); auto on one")
+    return parser
+
+
+def setup_cfg(args, run_config: str = ""):
+    """get_cfg(), then `run_config` (a run's dumped config, e.g. the one a predictions file
+    keeps), then `--config-file`, then the `KEY VALUE` overrides; frozen."""
     cfg = get_cfg()
+    if run_config:
+        cfg.merge_from_dump(run_config, "the run's saved config")
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []))

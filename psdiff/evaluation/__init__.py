@@ -7,7 +7,7 @@ evaluator that runs a model over a test split, the predictions file, plots and r
 
 from .detection import eval_detection
 from .evaluator import PersonSearchEvaluator, build_evaluator, evaluate, inference_on_dataset
-from .metrics import compute_metrics, metrics_from_cfg, run_cfg
+from .metrics import compute_metrics, metrics_from_cfg
 from .predictions import GalleryRows, Predictions
 from .ranking import average_precision
 from .search import eval_search
@@ -24,5 +24,4 @@ __all__ = [
     "evaluate",
     "inference_on_dataset",
     "metrics_from_cfg",
-    "run_cfg",
 ]

@@ -15,7 +15,6 @@ from typing import Optional
 
 import numpy as np
 
-from psdiff.config import get_cfg
 from psdiff.data import get_protocol, resolve_root
 from psdiff.data.catalog import dataset_folder
 from psdiff.utils.errors import PsdiffError
@@ -117,22 +116,3 @@ def metrics_from_cfg(cfg, predictions: Predictions, split) -> dict:
         det_thresh_detection=cfg.TEST.DET_THRESH_DETECTION,
         ignore_cam_id=cfg.TEST.IGNORE_CAM_ID, cws=cfg.TEST.CWS,
     )
-
-
-def run_cfg(predictions: Predictions, config_file: str = "", opts=(), root: Optional[str] = None):
-    """The config to score a predictions file with: the defaults, then the run's own config saved
-    in the file, then `config_file`, then `KEY VALUE` overrides, then the datasets `root`."""
-    cfg = get_cfg()
-    if "config" in predictions.meta:
-        try:
-            cfg.merge_from_other_cfg(type(cfg).load_cfg(predictions.meta["config"]))
-        except (KeyError, ValueError, AssertionError) as e:
-            raise PsdiffError(f"the config saved in the predictions file does not fit this "
-                              f"psdiff ({e}); give the settings with --config-file".splitlines()[0])
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
-    if root is not None:
-        cfg.DATASETS.ROOT = root
-    cfg.freeze()
-    return cfg

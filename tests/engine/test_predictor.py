@@ -120,8 +120,8 @@ def _assert_same_ranking(hits, expected):
 
 def test_demo_ranks_every_detection_and_writes_pictures(run, tmp_path, capsys):
     out = tmp_path / "out"
-    assert demo.main(_argv(run, "--top-k", "1000", "--det-thresh", "0", "--output-dir",
-                           str(out))) == 0
+    assert demo.main(_argv(run, "--top-k", "1000", "--output-dir", str(out))
+                     + ["TEST.DET_THRESH_SEARCH", "0"]) == 0
     expected = _independent_detections(run)
     ranking = json.loads((out / "ranking.json").read_text())
     hits = ranking["hits"]
@@ -147,20 +147,22 @@ def test_demo_ranks_every_detection_and_writes_pictures(run, tmp_path, capsys):
 
 def test_demo_top_k_and_cws_match_the_independent_ranking(run, tmp_path):
     out = tmp_path / "out"
-    assert demo.main(_argv(run, "--top-k", "3", "--det-thresh", "0", "--cws", "--output-dir",
-                           str(out))) == 0
+    assert demo.main(_argv(run, "--top-k", "3", "--output-dir", str(out))
+                     + ["TEST.DET_THRESH_SEARCH", "0", "TEST.CWS", "True"]) == 0
     ranking = json.loads((out / "ranking.json").read_text())
     assert ranking["cws"] is True
     _assert_same_ranking(ranking["hits"], _independent_detections(run, cws=True)[:3])
     assert cv2.imread(str(out / "summary.jpg")).shape == (256, TILE * 4 + 6 * 3, 3)
 
 
-def test_demo_no_cws_overrides_the_config(run, tmp_path):
-    assert demo.parse_args(_argv(run)).cws is None  # None: TEST.CWS decides
+def test_demo_takes_cws_and_threshold_from_the_config(run, tmp_path):
+    assert not {"cws", "det_thresh"} & set(vars(demo.parse_args(_argv(run))))  # no flags
     out = tmp_path / "out"
-    argv = _argv(run, "--no-cws", "--top-k", "2", "--output-dir", str(out)) + ["TEST.CWS", "True"]
+    argv = _argv(run, "--top-k", "2", "--output-dir", str(out)) + [
+        "TEST.CWS", "True", "TEST.DET_THRESH_SEARCH", "1.01"]
     assert demo.main(argv) == 0
-    assert json.loads((out / "ranking.json").read_text())["cws"] is False
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["cws"] is True and ranking["det_thresh"] == 1.01 and ranking["hits"] == []
 
 
 def test_predictor_search_agrees_with_its_own_detect_and_embed_query(run):

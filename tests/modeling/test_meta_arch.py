@@ -278,7 +278,8 @@ def test_attention_flops_counted_as_by_hand():
 
 def test_analyze_model_tool_reports_parameters_and_flops(capsys):
     tool = load_tool("analyze_model")
-    tool.main(tool.parse_args(["--steps", "1", "3", "--size", "64", "64", *TINY_OVERRIDES]))
+    tool.main(tool.parse_args(["--steps", "1", "3", "--size", "64", "64", *TINY_OVERRIDES,
+                               "MODEL.DEVICE", "cpu"]))
     lines = capsys.readouterr().out.splitlines()
     total = next(line for line in lines if line.startswith("total")).split()[-1]
     assert int(total.replace(",", "")) == sum(p.numel() for p in tiny_model().parameters())

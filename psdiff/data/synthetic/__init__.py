@@ -14,7 +14,7 @@ from psdiff.data.datasets import CUHK_SYSU, PRW
 
 from .writers import CUHK_GALLERY_SIZES, PRW_CAMERA_SIZES, GroundTruth, write_cuhk_sysu, write_prw
 
-_HINT = ("it is synthetic: write it with `python tools/make_synthetic.py --root {parent}` "
+_HINT = ("it is synthetic: write it with `python tools/make_synthetic.py --output-dir {parent}` "
          "(see datasets/README.md)")
 register_dataset("synthetic_cuhk_sysu", os.path.join("synthetic", "CUHK-SYSU"), CUHK_SYSU, _HINT)
 register_dataset("synthetic_prw", os.path.join("synthetic", "PRW"), PRW, _HINT)
