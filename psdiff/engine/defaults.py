@@ -23,7 +23,7 @@ from psdiff.evaluation import evaluate
 from psdiff.modeling import build_model
 from psdiff.solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from psdiff.utils import comm
-from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
+from psdiff.utils.env import check_device, collect_env_info, get_git_commit, seed_all_rng
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from psdiff.utils.logger import setup_logger
@@ -97,12 +97,6 @@ def _check_output_dir(output_dir: str) -> None:
             pass
     except OSError as e:
         raise PsdiffError(f"OUTPUT_DIR {output_dir!r} is not writable: {e.strerror or e}")
-
-
-def _check_device(cfg) -> None:
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise PsdiffError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; "
-                          "add MODEL.DEVICE cpu")
 
 
 def auto_scale_workers(cfg, num_workers: int):
@@ -187,7 +181,7 @@ def default_setup(cfg, args) -> None:
     rank, world_size = comm.get_rank(), comm.get_world_size()
     comm.run_on_main(lambda: _check_output_dir(output_dir))
     setup_logger(output_dir, distributed_rank=rank, name="psdiff")
-    _check_device(cfg)
+    check_device(cfg.MODEL.DEVICE)
     drawn = cfg.SEED < 0
     _settle_seed(cfg, getattr(args, "resume", False))
     logger.info(f"Rank of current process: {rank}. World size: {world_size}")

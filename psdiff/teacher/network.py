@@ -12,6 +12,7 @@ from torch import nn
 
 from psdiff.data.teacher_targets import load_network_state
 from psdiff.modeling.backbone.pretrained import load_pretrained
+from psdiff.utils.env import check_device
 from psdiff.utils.errors import PsdiffError
 
 _RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
@@ -102,4 +103,4 @@ def load_teacher(cfg, device="cpu") -> ReIDNetwork:
                           "TEACHER.POOLING, MODEL.PSDIFF.EMB_DIM)")
     network.load_state_dict(state)
     network.requires_grad_(False)
-    return network.to(device).eval()
+    return network.to(check_device(str(device))).eval()

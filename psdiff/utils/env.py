@@ -1,4 +1,5 @@
-"""The run's environment: versions and git commit for the log, seeding, and RNG snapshots.
+"""The run's environment: versions and git commit for the log, the device check, seeding, and RNG
+snapshots.
 
 A run is self-describing (design.md, "Self-describing runs"): its log names the software it ran
 on and the commit of the code; its checkpoints hold every random generator's state so that a
@@ -14,6 +15,8 @@ import sys
 
 import numpy as np
 import torch
+
+from .errors import PsdiffError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,14 @@ def collect_env_info() -> str:
     rows.append(("CPU threads", torch.get_num_threads()))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def check_device(device: str) -> torch.device:
+    """MODEL.DEVICE as a torch.device; a CUDA device on a machine without CUDA is one line."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PsdiffError(f"MODEL.DEVICE is {device!r} but CUDA is not available; "
+                          "add MODEL.DEVICE cpu")
+    return torch.device(device)
 
 
 def seed_all_rng(seed: int = None) -> int:
