@@ -6,7 +6,6 @@ on and the commit of the code; its checkpoints hold every random generator's sta
 resumed run draws the same numbers as an uninterrupted one.
 """
 
-import logging
 import os
 import platform
 import random
@@ -17,8 +16,6 @@ import numpy as np
 import torch
 
 from .errors import PsdiffError
-
-logger = logging.getLogger(__name__)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,11 +67,9 @@ def check_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def seed_all_rng(seed: int = None) -> int:
-    """Seed python, numpy and torch (CPU and CUDA); `None` draws a fresh seed. Returns it."""
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "big") % 2**31
-        logger.info(f"Using a generated random seed {seed}")
+def seed_all_rng(seed: int) -> int:
+    """Seed python, numpy and torch (CPU and CUDA); returns the seed. A run's seed is drawn in
+    one place only, `engine.defaults` for SEED < 0, so it is saved with the run."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
