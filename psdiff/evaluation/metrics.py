@@ -1,4 +1,4 @@
-"""Every metric of a dataset's protocol from a predictions file: the flat dict of design.md.
+"""Every metric of a dataset's protocol from a predictions file (docs/architecture.md, Metric keys).
 
 Keys: `search/mAP`, `search/top1`, `search/top5`, `search/top10` (headline: CUHK-SYSU gallery
 `gallery_size`, PRW with the configured camera rule); `search@{N}/...` for each CUHK-SYSU
@@ -56,8 +56,9 @@ def check_queries(predictions: Predictions, queries: list) -> None:
 
 
 def search_rows(rows: GalleryRows, det_thresh: float, cws: bool) -> GalleryRows:
-    """Detections that enter the ranking: score >= det_thresh in float32 (section 3.5.5);
-    with CWS each embedding is scaled by its detection score, so sim = cos x score (3.4)."""
+    """Detections that enter the ranking: score >= det_thresh in float32; with
+    CWS each embedding is scaled by its detection score, so sim = cos x score (protocol:
+    docs/datasets-and-evaluation.md §3.6, §3.7)."""
     kept = rows.filter(rows.scores >= np.float32(det_thresh))
     if cws:
         kept.embeddings = kept.embeddings * kept.scores[:, None]

@@ -1,6 +1,6 @@
 """The ReID teacher network of Eq. 11: ResNet trunk, global pooling, embedding head with BNNeck.
 
-HHCL's architecture (reid-teacher-notes.md section 1) with its `--features D` path: a torchvision
+HHCL's architecture (docs/teacher.md, "HHCL upstream") with its `--features D` path: a torchvision
 ResNet whose last stage has stride 1, average (or GeM) pooling, Linear(C -> D), BatchNorm1d(D)
 with a frozen zero bias (BNNeck), and an L2-normalized output in training and evaluation.
 """

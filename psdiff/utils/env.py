@@ -1,9 +1,9 @@
 """The run's environment: versions and git commit for the log, the device check, seeding, and RNG
 snapshots.
 
-A run is self-describing (design.md, "Self-describing runs"): its log names the software it ran
-on and the commit of the code; its checkpoints hold every random generator's state so that a
-resumed run draws the same numbers as an uninterrupted one.
+A run is self-describing (docs/architecture.md, "Self-describing runs"): its log names the
+software it ran on and the commit of the code; its checkpoints hold every random generator's
+state so that a resumed run draws the same numbers as an uninterrupted one.
 """
 
 import os

@@ -144,7 +144,7 @@ def test_ties():
 
 
 def test_float32_threshold():
-    # a float32 score of 0.7 is below 0.7 in float64 but passes `>= 0.7` in float32 (3.5.5).
+    # a float32 score of 0.7 is below 0.7 in float64 but passes `>= 0.7` in float32 (protocol §3.6).
     dets = [("A", [0, 0, 10, 20], 0.7, [1.0, 0.0])]
     rows = make_rows(dets, images="A")
     gallery = [{"image_id": "A.jpg", "annotations": [{"bbox": [0, 0, 10, 20], "pid": 1}]}]

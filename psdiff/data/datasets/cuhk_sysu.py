@@ -252,7 +252,7 @@ def _load_queries(root: str, gallery_size: int) -> list:
                 f"{_query_entry(gallery_record)[0]} in TestG{gallery_size}.mat"
             )
         entries = _gallery_entries(gallery_record)
-        if gallery_size == -1:  # Sec. 3.2 step 8: every other pool image joins as a negative
+        if gallery_size == -1:  # every other pool image joins as a negative (protocol §3.4)
             listed = {n for n, _ in entries} | {name}
             entries += [(n, None) for n in pool if n not in listed]
         nan_box = np.full(4, np.nan, dtype=np.float32)
@@ -288,7 +288,7 @@ def load_cuhk_sysu(root: str, split: str, gallery_size: int = 100) -> list:
 
 class CUHKSYSUProtocol(SearchProtocol):
     """CUHK-SYSU: each query's gallery is listed by TestG<N>.mat; scored at every gallery size
-    of TEST.GALLERY_SIZES the tree has (docs/datasets-and-evaluation.md, CUHK-SYSU search)."""
+    of TEST.GALLERY_SIZES the tree has (docs/datasets-and-evaluation.md §3.4)."""
 
     name = "cuhk_sysu"
 

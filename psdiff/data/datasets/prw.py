@@ -171,8 +171,8 @@ def load_prw(root: str, split: str) -> list:
 
 
 class PRWProtocol(SearchProtocol):
-    """PRW: the gallery is every test frame but the query's (docs/datasets-and-evaluation.md,
-    PRW search)."""
+    """PRW: the gallery is every test frame but the query's (docs/datasets-and-evaluation.md
+    §3.5)."""
 
     name = "prw"
 

@@ -248,7 +248,8 @@ def _write_cuhk_annotations(root: str, gt: GroundTruth) -> None:
         records = []
         for (identity, name, box), gallery in zip(gt.queries, galleries):
             query = _struct(query_fields, [(name, _xywh(box), _scalar(0), identity)])
-            # Images without the query person have an empty 1x0 idlocate (Sec. 1.2 of the notes).
+            # Images without the query person have an empty 1x0 idlocate
+            # (docs/datasets-and-evaluation.md §1.2).
             entries = [
                 (n, _xywh(b) if b is not None else np.zeros((1, 0)), _scalar(0)) for n, b in gallery
             ]
