@@ -1,2 +1,20 @@
 """Root of the test tree: being a conftest.py outside any package, pytest puts tests/ on sys.path,
-so every test folder imports the shared helpers `tools_loader` and `tiny_config` by name."""
+so every test folder imports the shared helpers `tools_loader` and `tiny_config` by name.
+
+A tool run in-process calls `setup_logger`, whose console handler holds the `sys.stdout` of that
+moment: pytest's capture stream of that test, closed when the test ends. The handlers are
+dropped after every test, so a later test's log records never meet a closed stream (logging
+would print "--- Logging error ---" into that test's captured stderr)."""
+
+import logging
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _drop_psdiff_log_handlers():
+    yield
+    logger = logging.getLogger("psdiff")
+    for handler in [h for h in logger.handlers if getattr(h, "_psdiff_run", False)]:
+        logger.removeHandler(handler)
+        handler.close()

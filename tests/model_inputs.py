@@ -1,4 +1,4 @@
-"""Model inputs for the model tests: small scenes of coloured "persons" with teacher targets."""
+"""Model inputs for the model tests: small scenes of colored "persons" with teacher targets."""
 
 import torch
 from tiny_config import EMB_DIM
@@ -7,7 +7,7 @@ COLORS = [(230, 60, 60), (60, 230, 60), (60, 60, 230), (230, 230, 60)]  # BGR pe
 
 
 def scene(image_id, boxes, size=(96, 128), seed=0, original_scale=1.0):
-    """A model input: dark noise with one coloured rectangle per box (identity = its index),
+    """A model input: dark noise with one colored rectangle per box (identity = its index),
     and teacher embeddings that depend only on the identity, as a trained teacher's would."""
     generator = torch.Generator().manual_seed(seed)
     height, width = size

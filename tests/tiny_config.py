@@ -36,8 +36,9 @@ def write_e0_cache(datasets_root: str, path: str, emb_dim: int = EMB_DIM) -> Non
     import torch
 
     from psdiff.data import get_train_dicts
+    from psdiff.data.teacher_targets import save_targets
+    from psdiff.teacher.inference import build_targets
     from psdiff.teacher.network import ReIDNetwork
-    from psdiff.teacher.targets import build_targets, save_targets
 
     dicts = get_train_dicts("synthetic_cuhk_sysu_train", datasets_root)
     torch.manual_seed(0)

@@ -1,16 +1,17 @@
 #!/usr/bin/env python
 """Parameters per module and inference FLOPs of a PSDiff config (paper Table II).
 
-    tools/analyze_model.py --config-file configs/psdiff_r50.yaml --steps 1 8 --size 1333 800
+    tools/analyze_model.py --config-file configs/psdiff_r50.yaml --steps 1 8 MODEL.DEVICE cpu
+    tools/analyze_model.py --config-file configs/psdiff_swinb.yaml --size 800 608 \\
+        MODEL.DEVICE cpu MODEL.PSDIFF.NUM_PROPOSALS_TEST 100
 
 Parameters are listed per top-level module and per CDL part. FLOPs are fvcore's count (one
-fused multiply-add = one flop, as Detectron2's and the papers' tables) of one image through the
-backbone and `steps` CDL calls, with randomly initialized weights. fvcore has no rule for
-`scaled_dot_product_attention`; this tool adds one (the two matmuls). RoIAlign, NMS and
-elementwise ops are not counted (listed as skipped).
+fused multiply-add = one flop, as Detectron2's and the papers' tables) of one image of --size
+through the backbone and `steps` CDL calls, with randomly initialized weights, on MODEL.DEVICE.
+fvcore has no rule for `scaled_dot_product_attention`; this tool adds one (the two matmuls).
+RoIAlign, NMS and elementwise ops are not counted (listed as skipped).
 """
 
-import argparse
 import logging
 import sys
 import warnings
@@ -21,9 +22,10 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
-from psdiff.config import get_cfg
+from psdiff.engine import default_argument_parser, setup_cfg
 from psdiff.modeling import build_model
 from psdiff.utils.errors import exit_status
+from psdiff.utils.logger import setup_logger
 
 
 def sdpa_flop_jit(inputs, outputs):
@@ -75,22 +77,16 @@ def count_flops(model, image, steps):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", default="", metavar="FILE")
+    """The config arguments, the step counts and the image size."""
+    parser = default_argument_parser(__doc__, train=False, distributed=False)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 8], help="sampling steps")
     parser.add_argument("--size", type=int, nargs=2, default=[1333, 800], metavar=("W", "H"),
                         help="input image width and height")
-    parser.add_argument("--device", default="cpu", help="MODEL.DEVICE to analyze on")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     return parser.parse_args(argv)
 
 
 def main(args):
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", args.device] + list(args.opts or []))
-    cfg.freeze()
+    cfg = setup_cfg(args)
     model = build_model(cfg).eval()
     print("\n".join(parameter_table(model)))
     width, height = args.size
@@ -109,5 +105,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    setup_logger(console_level=logging.WARNING)  # the printed tables are the output
     sys.exit(exit_status(lambda: main(parse_args())))

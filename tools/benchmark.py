@@ -19,6 +19,7 @@ import numpy as np
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import Predictions
 from psdiff.utils.errors import PsdiffError, exit_status
+from psdiff.utils.logger import setup_logger
 
 logger = logging.getLogger("psdiff.benchmark")
 
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     for add in SUBCOMMANDS:
         add(subparsers)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
+    setup_logger()
     return exit_status(lambda: print(json.dumps(args.func(args))))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write PSDiff's e0 cache: the trained teacher's embedding of every training box (Eq. 11).
 
-    tools/build_targets.py --config-file configs/psdiff_r50.yaml \
+    tools/build_targets.py --config-file configs/psdiff_r50.yaml \\
         TEACHER.WEIGHTS output/teacher/model_final.pth TEACHER.CACHE output/teacher/e0_cuhk.npz
 
 Reads the teacher's architecture from the TEACHER keys and its weights from TEACHER.WEIGHTS,
@@ -15,9 +15,10 @@ import logging
 import sys
 
 from psdiff.data.build import load_train_dicts
+from psdiff.data.teacher_targets import save_targets
 from psdiff.engine import default_argument_parser, launch_from_args, setup_cfg
+from psdiff.teacher.inference import build_targets
 from psdiff.teacher.network import load_teacher
-from psdiff.teacher.targets import build_targets, save_targets
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError, exit_status
 from psdiff.utils.logger import setup_logger
@@ -45,7 +46,7 @@ def main(args):
 
 def launch_main(argv=None) -> None:
     """Parse the command line, check the config before spawning any worker, launch."""
-    parser = default_argument_parser("write the e0 target cache of a trained teacher")
+    parser = default_argument_parser(__doc__, train=False)
     args = parser.parse_args(argv)
     launch_from_args(main, args, setup_cfg(args))
 

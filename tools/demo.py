@@ -1,54 +1,45 @@
 #!/usr/bin/env python
 """Search one's own images: a query person (image + box) against a folder of gallery images.
 
-    tools/demo.py --config-file output/run/config.yaml --query-image q.jpg \
-        --query-box 120 40 210 330 --gallery photos/ --top-k 10 --output-dir output/search \
+    tools/demo.py --config-file output/run/config.yaml --query-image q.jpg \\
+        --query-box 120 40 210 330 --gallery photos/ --top-k 10 --output-dir output/search \\
         MODEL.WEIGHTS output/run/model_final.pth MODEL.DEVICE cpu
+    tools/demo.py ... MODEL.WEIGHTS w.pth TEST.DET_THRESH_SEARCH 0.3 TEST.CWS True
 
-The gallery is a folder (its image files) or a quoted glob ("photos/*.jpg"). Writes to the
-output folder `ranking.json` (the top-k hits), `summary.jpg` (the query and its hits) and
-`detections/<index>_<name>.jpg` (each gallery image with all its detections, coloured by
-similarity, blue to red; gray: below --det-thresh), and prints the top-k table. An unreadable
-gallery image is skipped with a warning and counted in the summary. Bad input (a missing or
-unreadable query image, a box outside the image, a gallery without a readable image, no
-MODEL.WEIGHTS) prints one line `error: ...` and exits with status 2.
+The gallery is a folder (its image files) or a quoted glob ("photos/*.jpg"). Detections scoring
+at least TEST.DET_THRESH_SEARCH are ranked by cosine similarity to the query person (times the
+detection score with TEST.CWS). Writes to the output folder `ranking.json` (the top-k hits),
+`summary.jpg` (the query and its hits) and `detections/<index>_<name>.jpg` (each gallery image
+with all its detections, colored by similarity, blue to red; gray: not ranked), and prints the
+top-k table. An unreadable gallery image is skipped with a warning and counted in the summary.
+Bad input (a missing or unreadable query image, a box outside the image, a gallery without a
+readable image, no MODEL.WEIGHTS) prints one line `error: ...` and exits with status 2.
 """
 
-import argparse
 import json
+import logging
 import os
 import sys
 
-import cv2
-
-from psdiff.engine import setup_cfg
+from psdiff.engine import default_argument_parser, setup_cfg
 from psdiff.engine.predictor import SearchPredictor, check_box, list_gallery
 from psdiff.evaluation.visualize import draw_detections, draw_search_result, similarity_color
-from psdiff.utils.errors import PsdiffError, exit_status
-from psdiff.utils.image import read_image
+from psdiff.utils.errors import exit_status
+from psdiff.utils.image import read_image, write_image
+from psdiff.utils.logger import setup_logger
 
-GRAY = (160, 160, 160)  # BGR: detections below --det-thresh (not ranked)
+GRAY = (160, 160, 160)  # BGR: detections below TEST.DET_THRESH_SEARCH (not ranked)
 
 
 def parse_args(argv=None):
-    """Detectron2-demo-like options and trailing KEY VALUE config overrides."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="", metavar="FILE",
-                        help="the run's config.yaml")
+    """The config arguments (the run's config.yaml, MODEL.WEIGHTS, ...) and the search's own."""
+    parser = default_argument_parser(__doc__, train=False, distributed=False)
     parser.add_argument("--query-image", required=True, help="image showing the query person")
     parser.add_argument("--query-box", required=True, nargs=4, type=float,
                         metavar=("X1", "Y1", "X2", "Y2"), help="the person's box, in pixels")
     parser.add_argument("--gallery", required=True, help="folder of images, or a glob pattern")
     parser.add_argument("--top-k", type=int, default=10, help="hits to keep and show")
     parser.add_argument("--output-dir", default="output/search", help="folder for the results")
-    parser.add_argument("--det-thresh", type=float, default=None,
-                        help="detections scoring >= this are ranked (TEST.DET_THRESH_SEARCH)")
-    parser.add_argument("--cws", action=argparse.BooleanOptionalAction, default=None,
-                        help="confidence-weighted similarity: cosine x detection score "
-                             "(default: TEST.CWS)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="KEY VALUE overrides, e.g. MODEL.WEIGHTS w.pth MODEL.DEVICE cpu")
     return parser.parse_args(argv)
 
 
@@ -60,11 +51,6 @@ def table(result) -> str:
         lines.append(f"{hit['rank']:>4}  {hit['similarity']:>10.4f}  {hit['score']:>5.2f}  "
                      f"{box:<23}  {hit['file_name']}")
     return "\n".join(lines)
-
-
-def write_image(path: str, image) -> None:
-    if not cv2.imwrite(path, image):
-        raise PsdiffError(f"cannot write {path}")
 
 
 def write_outputs(result, query_path: str, query_box: list, output: str) -> None:
@@ -102,7 +88,9 @@ def write_outputs(result, query_path: str, query_box: list, output: str) -> None
 
 def main(argv=None) -> int:
     """Run the search and write its results; exit status 2 on bad input."""
-    return exit_status(search, parse_args(argv))
+    args = parse_args(argv)
+    setup_logger(console_level=logging.WARNING)  # the printed table is the output
+    return exit_status(search, args)
 
 
 def search(args) -> None:
@@ -111,8 +99,7 @@ def search(args) -> None:
     gallery = list_gallery(args.gallery)
     box = check_box(args.query_box, read_image(args.query_image).shape)
     predictor = SearchPredictor(cfg)
-    result = predictor.search(args.query_image, box, gallery, args.top_k, args.det_thresh,
-                              args.cws)
+    result = predictor.search(args.query_image, box, gallery, args.top_k)
     write_outputs(result, args.query_image, box, args.output_dir)
     print(table(result))
     skipped = f" ({len(result.skipped)} unreadable, skipped)" if result.skipped else ""

@@ -68,7 +68,7 @@ def prepare(root: str, out: str) -> tuple:
     targets = os.path.join(teacher_dir, "e0.npz")
     data = ["DATASETS.ROOT", root]
     if not os.path.isdir(os.path.join(root, "synthetic", "CUHK-SYSU")):
-        run("1/5 synthetic benchmark", "make_synthetic.py", "--root",
+        run("1/5 synthetic benchmark", "make_synthetic.py", "--output-dir",
             os.path.join(root, "synthetic"), "--format", "cuhk_sysu")
     if not os.path.isfile(teacher_weights):
         run("2/5 ReID teacher", "train_teacher.py", "--config-file", TEACHER_CONFIG, "--resume",
@@ -102,7 +102,7 @@ def evaluate(stage: str, root: str, run_dir: str, output_dir: str, *overrides: s
     if not os.path.isfile(rescored_file):
         printed = run(f"{stage}, rescored at det_thresh {PROTOCOL_THRESH}", "evaluate.py",
                       "--predictions", predictions_file(output_dir), "--dataset", TEST_SET,
-                      "--root", root, "TEST.DET_THRESH_SEARCH", str(PROTOCOL_THRESH),
+                      "DATASETS.ROOT", root, "TEST.DET_THRESH_SEARCH", str(PROTOCOL_THRESH),
                       capture=True)
         with open(rescored_file, "w") as f:
             f.write(printed.strip().splitlines()[-1])
@@ -159,8 +159,9 @@ def main() -> None:
         os.path.join(figures, "fig4_gallery_size.png"))
     for query in range(4):
         run("figures", "plot_results.py", "search-result", "--predictions",
-            predictions_file(psdiff_dir), "--dataset", TEST_SET, "--root", root, "--query",
-            str(query), "--k", "5", "--out", os.path.join(figures, f"search_query{query}.jpg"))
+            predictions_file(psdiff_dir), "--dataset", TEST_SET, "--query", str(query),
+            "--top-k", "5", "--out", os.path.join(figures, f"search_query{query}.jpg"),
+            "DATASETS.ROOT", root)
 
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(psdiff_dir, "config.yaml"))

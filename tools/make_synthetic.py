@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Write the synthetic person-search benchmark in the CUHK-SYSU and / or PRW on-disk formats.
 
-    tools/make_synthetic.py --root datasets/synthetic --format both --seed 0
-    tools/make_synthetic.py --root /tmp/syn --format prw --train-images 60 --test-images 40
+    tools/make_synthetic.py --output-dir datasets/synthetic --format both --seed 0
+    tools/make_synthetic.py --output-dir /tmp/syn --format prw --train-images 60 --test-images 40
 
-The trees go to `<root>/CUHK-SYSU` and `<root>/PRW`, where the catalog names
-`synthetic_cuhk_sysu_*` and `synthetic_prw_*` find them when `--root` is
-`<DATASETS.ROOT>/synthetic`.
-Size options left out take the generator's defaults (the demo's set: a few hundred images per
-format). Bad options print one line `error: ...` and exit with status 2.
+The trees go to `<output-dir>/CUHK-SYSU` and `<output-dir>/PRW`, where the catalog names
+`synthetic_cuhk_sysu_*` and `synthetic_prw_*` find them when `--output-dir` is
+`<DATASETS.ROOT>/synthetic`. Size options left out take the generator's defaults (the demo's
+set: a few hundred images per format). Bad options print one line `error: ...` and exit with
+status 2.
 """
 
 import argparse
@@ -17,15 +17,17 @@ import os
 import sys
 import time
 
-from psdiff.data.datasets.synthetic import PRW_CAMERA_SIZES, write_cuhk_sysu, write_prw
+from psdiff.data.synthetic import PRW_CAMERA_SIZES, write_cuhk_sysu, write_prw
 from psdiff.utils.errors import exit_status
+from psdiff.utils.logger import setup_logger
 
 logger = logging.getLogger("psdiff.make_synthetic")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=os.path.join("datasets", "synthetic"),
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default=os.path.join("datasets", "synthetic"),
                         help="folder receiving CUHK-SYSU/ and PRW/ (default: datasets/synthetic)")
     parser.add_argument("--format", choices=("cuhk_sysu", "prw", "both"), default="both")
     parser.add_argument("--seed", type=int, default=0, help="the output is a function of it")
@@ -68,7 +70,7 @@ def main(args) -> None:
         if args.gallery_sizes:
             options["gallery_sizes"] = tuple(args.gallery_sizes)
         start = time.perf_counter()
-        root = os.path.join(args.root, "CUHK-SYSU")
+        root = os.path.join(args.output_dir, "CUHK-SYSU")
         gt = write_cuhk_sysu(root, seed=args.seed, progress=True, **options)
         logger.info(
             f"CUHK-SYSU: {len(gt.images)} images, {len(gt.queries)} queries, gallery sizes "
@@ -80,7 +82,8 @@ def main(args) -> None:
         sizes = [(round(h * scale), round(w * scale)) for h, w in PRW_CAMERA_SIZES]
         options["camera_sizes"] = tuple(sizes)
         start = time.perf_counter()
-        gt = write_prw(os.path.join(args.root, "PRW"), seed=args.seed, progress=True, **options)
+        root = os.path.join(args.output_dir, "PRW")
+        gt = write_prw(root, seed=args.seed, progress=True, **options)
         logger.info(
             f"PRW: {len(gt.images)} frames, {len(gt.queries)} queries in {gt.root} "
             f"({time.perf_counter() - start:.1f} s)"
@@ -89,7 +92,7 @@ def main(args) -> None:
 
 def run(argv=None) -> int:
     """Command-line entry; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logger()
     return exit_status(lambda: main(parse_args(argv)))
 
 

@@ -2,16 +2,18 @@
 """Figures and pictures from evaluation results (PNG + a Markdown table beside each figure).
 
     # Fig. 4: mAP vs CUHK-SYSU gallery size, one line per run (LABEL=metrics file)
-    tools/plot_results.py gallery-size --run PSDiff=output/inference/cuhk_sysu_test/metrics.json \
-        --out output/fig4.png
+    tools/plot_results.py gallery-size --out output/fig4.png \\
+        --run PSDiff=output/inference/cuhk_sysu_test/metrics.json
     # Fig. 6: metrics vs sampling steps, one evaluation per step count, e.g. made by
-    #   tools/train_net.py --config-file C --eval-only MODEL.WEIGHTS W \
+    #   tools/train_net.py --config-file C --eval-only MODEL.WEIGHTS W \\
     #       MODEL.PSDIFF.SAMPLE_STEPS 4 OUTPUT_DIR output/steps4
-    tools/plot_results.py steps --run output/steps1/inference/cuhk_sysu_test/metrics.json \
-        output/steps4/inference/cuhk_sysu_test/metrics.json --out output/fig6.png
-    # a query and its top-k hits (green: the query person, red: someone else)
-    tools/plot_results.py search-result --predictions P.npz --dataset cuhk_sysu_test \
-        --query 0 --k 5 --out output/query0.jpg
+    tools/plot_results.py steps --out output/fig6.png \\
+        --run output/steps1/inference/cuhk_sysu_test/metrics.json \\
+        output/steps4/inference/cuhk_sysu_test/metrics.json
+    # a query and its top-k hits (green: the query person, red: someone else); the protocol
+    # settings and DATASETS.ROOT come from the run's config saved in the predictions file
+    tools/plot_results.py search-result --predictions P.npz --dataset cuhk_sysu_test \\
+        --query 0 --top-k 5 --out output/query0.jpg [KEY VALUE ...]
 
 A metrics file is the evaluator's `metrics.json` (whose `meta` gives the steps) or any flat
 metrics JSON (then give `--steps`). Bad input prints one `error: ...` line, exit status 2.
@@ -19,16 +21,18 @@ metrics JSON (then give `--steps`). Bad input prints one `error: ...` line, exit
 
 import argparse
 import json
+import logging
 import os
 import sys
 
-import cv2
-
 from psdiff.data import get_search_split, resolve_root
-from psdiff.evaluation import Predictions, run_cfg
+from psdiff.engine import add_config_arguments, setup_cfg
+from psdiff.evaluation import Predictions
 from psdiff.evaluation.plots import plot_gallery_size, plot_sampling_steps
 from psdiff.evaluation.visualize import draw_search_result, top_hits
 from psdiff.utils.errors import PsdiffError, exit_status
+from psdiff.utils.image import write_image
+from psdiff.utils.logger import setup_logger
 
 
 def read_metrics(path: str) -> tuple:
@@ -72,14 +76,12 @@ def steps(args) -> str:
 def search_result(args) -> str:
     """Write the picture of one query's top-k hits; returns the hits as JSON."""
     predictions = Predictions.load(args.predictions)
-    cfg = run_cfg(predictions, opts=args.opts, root=args.root)
+    cfg = setup_cfg(args, run_config=predictions.meta.get("config", ""))
     split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT), cfg.TEST.GALLERY_SIZE)
     hits = top_hits(predictions, split.protocol, split.gallery, split.queries, args.query,
-                    args.k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS, cfg.TEST.IGNORE_CAM_ID)
+                    args.top_k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS, cfg.TEST.IGNORE_CAM_ID)
     picture = draw_search_result(split.queries[args.query], hits, split.gallery)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if not cv2.imwrite(args.out, picture):
-        raise PsdiffError(f"cannot write {args.out}")
+    write_image(args.out, picture)
     return json.dumps(hits)
 
 
@@ -97,15 +99,13 @@ def parse_args(argv=None):
     p.add_argument("--steps", nargs="+", type=int, help="step counts, if the files lack them")
     p.add_argument("--out", required=True, help="output PNG (the table goes beside it, .md)")
     p.set_defaults(func=steps)
-    p = sub.add_parser("search-result", help="a query and its top-k gallery hits")
+    p = add_config_arguments(sub.add_parser("search-result",
+                                            help="a query and its top-k gallery hits"))
     p.add_argument("--predictions", required=True, help="predictions.npz of an evaluation")
     p.add_argument("--dataset", required=True, help="test set name, e.g. cuhk_sysu_test")
-    p.add_argument("--root", default=None, help="datasets root (overrides DATASETS.ROOT)")
     p.add_argument("--query", type=int, default=0, help="query index in the dataset's list")
-    p.add_argument("--k", type=int, default=5, help="hits to show")
+    p.add_argument("--top-k", type=int, default=5, help="hits to show")
     p.add_argument("--out", required=True, help="output image (.jpg or .png)")
-    p.add_argument("opts", nargs=argparse.REMAINDER,
-                   help="KEY VALUE overrides of the run's config saved in the file (TEST.*)")
     p.set_defaults(func=search_result)
     return parser.parse_args(argv)
 
@@ -113,6 +113,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     """Run a subcommand and print its output; exit status 2 on bad input."""
     args = parse_args(argv)
+    setup_logger(console_level=logging.WARNING)  # the printed table or hits are the output
     return exit_status(lambda: print(args.func(args)))
 
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """Measure what a frozen teacher run inside the PSDiff training loop would add to an iteration.
 
-Issue item 4: e0 = Teacher(S, b0) can be read from a precomputed cache or computed in the loop.
-On one device, in one process, this times
+    tools/teacher_cost.py MODEL.DEVICE cpu
+    tools/teacher_cost.py --config-file configs/psdiff_r50.yaml --batch 8 MODEL.DEVICE cuda
+    tools/teacher_cost.py --scale 0.25 --batch 8 MODEL.DEVICE cpu
+
+e0 = Teacher(S, b0) can be read from a precomputed cache or computed in the loop (docs/teacher.md
+has the measurement and the choice). On MODEL.DEVICE, in one process, this times
   * a PSDiff training step: the real model of --config-file (default: the paper's ResNet-50
     config), forward + backward on a batch of images with ground-truth boxes and e0;
   * the in-loop teacher: RoIAlign of the same boxes to TEACHER.INPUT_SIZE crops (HHCL: 256x128)
@@ -13,8 +17,8 @@ sizes (1333x800, ~4.9 boxes per CUHK-SYSU training image); --scale shrinks image
 together, --batch sets images per step (the paper's GPUs hold 8). Prints one JSON line.
 """
 
-import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -24,10 +28,11 @@ import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 from torchvision.ops import roi_align
 
-from psdiff.config import get_cfg
+from psdiff.engine import default_argument_parser, setup_cfg
 from psdiff.modeling import build_model
 from psdiff.teacher.network import ReIDNetwork
 from psdiff.utils.errors import exit_status
+from psdiff.utils.logger import setup_logger
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "psdiff_r50.yaml")
@@ -71,33 +76,32 @@ def _gflops(module, inputs):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
+    """The config arguments (default: the paper's R50 config) and the measurement's sizes."""
+    parser = default_argument_parser(__doc__, train=False, distributed=False)
+    parser.set_defaults(config_file=DEFAULT_CONFIG)
     parser.add_argument("--scale", type=float, default=1.0, help="size factor on images and crops")
     parser.add_argument("--batch", type=int, default=2, help="images per step (paper: 8 per GPU)")
     parser.add_argument("--boxes-per-image", type=int, default=5, help="CUHK-SYSU train: 4.9")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps, after one warm-up")
     return parser.parse_args(argv)
 
 
 def measure(args) -> None:
     """Time both steps, count both FLOPs, print the JSON line."""
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.MODEL.DEVICE = args.device
-    model = build_model(cfg).to(args.device).train()
+    cfg = setup_cfg(args)
+    device = cfg.MODEL.DEVICE
+    model = build_model(cfg).train()
     dim = cfg.MODEL.PSDIFF.EMB_DIM
-    teacher = ReIDNetwork.from_config(cfg).to(args.device).eval()
+    teacher = ReIDNetwork.from_config(cfg).to(device).eval()
     teacher.requires_grad_(False)
     height, width = round(800 * args.scale), round(1333 * args.scale)
     full_crop = tuple(cfg.TEACHER.INPUT_SIZE)
     crop = tuple(round(side * args.scale) for side in full_crop)
     inputs = _batch(args, height, width, dim, torch.Generator().manual_seed(0))
-    images = torch.stack([x["image"] for x in inputs]).float().to(args.device)
+    images = torch.stack([x["image"] for x in inputs]).float().to(device)
     rois = torch.cat([torch.cat([torch.full((args.boxes_per_image, 1), float(i)),
                                  x["instances"]["boxes"]], dim=1) for i, x in enumerate(inputs)])
-    rois = rois.to(args.device)
+    rois = rois.to(device)
 
     def psdiff_step():
         losses = model(inputs)
@@ -107,15 +111,15 @@ def measure(args) -> None:
     def teacher_step():
         teacher(roi_align(images, rois, crop, aligned=True))
 
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     t_psdiff = _time(psdiff_step, args.repeats, sync)
     t_teacher = _time(teacher_step, args.repeats, sync)
     with torch.no_grad():
-        backbone = _gflops(model.backbone.eval(), torch.zeros(1, 3, 800, 1344, device=args.device))
+        backbone = _gflops(model.backbone.eval(), torch.zeros(1, 3, 800, 1344, device=device))
         per_image = _gflops(teacher, torch.zeros(args.boxes_per_image, 3, *full_crop,
-                                                 device=args.device))
+                                                 device=device))
     print(json.dumps({
-        "device": args.device, "threads": torch.get_num_threads(), "config": args.config_file,
+        "device": device, "threads": torch.get_num_threads(), "config": args.config_file,
         "image_size": [height, width], "crop_size": list(crop), "batch": args.batch,
         "boxes_per_image": args.boxes_per_image, "psdiff_step_s": round(t_psdiff, 3),
         "teacher_forward_s": round(t_teacher, 3), "teacher_share": round(t_teacher / t_psdiff, 4),
@@ -126,7 +130,9 @@ def measure(args) -> None:
 
 def main(argv=None) -> int:
     """Exit status 0, or 2 after one `error: ...` line on bad input (e.g. a missing config)."""
-    return exit_status(measure, parse_args(argv))
+    args = parse_args(argv)
+    setup_logger(console_level=logging.WARNING)  # the printed JSON line is the output
+    return exit_status(measure, args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 """Train PSDiff, or evaluate a trained model, from a config (Detectron2's train_net.py).
 
     tools/train_net.py --config-file configs/psdiff_r50.yaml --num-gpus 4 [KEY VALUE ...]
-    tools/train_net.py --config-file output/config.yaml --eval-only \
+    tools/train_net.py --config-file configs/psdiff_r50.yaml --num-gpus 4 --resume
+    tools/train_net.py --config-file output/config.yaml --eval-only \\
         MODEL.WEIGHTS output/model_final.pth
     torchrun --nproc_per_node 4 tools/train_net.py --config-file configs/psdiff_r50.yaml
 
@@ -44,7 +45,7 @@ def main(args):
 
 def launch_main(argv=None) -> None:
     """Parse the command line, check the config before spawning any worker, launch."""
-    args = default_argument_parser().parse_args(argv)
+    args = default_argument_parser(__doc__).parse_args(argv)
     launch_from_args(main, args, setup_cfg(args))
 
 

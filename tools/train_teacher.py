@@ -3,7 +3,7 @@
 
     tools/train_teacher.py --config-file configs/teacher/hhcl_r50_cuhk.yaml --num-gpus 4
     tools/train_teacher.py --config-file configs/teacher/hhcl_r50_cuhk.yaml --resume
-    tools/train_teacher.py --config-file output/teacher/config.yaml --eval-only \
+    tools/train_teacher.py --config-file output/teacher/config.yaml --eval-only \\
         TEACHER.WEIGHTS output/teacher/model_final.pth
 
 Evaluation is the teacher's own retrieval on ground-truth crops of DATASETS.TEST (mAP, top-1),
@@ -42,7 +42,7 @@ def main(args):
 
 def launch_main(argv=None) -> None:
     """Parse the command line, check the config before spawning any worker, launch."""
-    args = default_argument_parser("train or evaluate the PSDiff ReID teacher").parse_args(argv)
+    args = default_argument_parser(__doc__, weights_key="TEACHER.WEIGHTS").parse_args(argv)
     cfg = setup_cfg(args)
     check_teacher_config(cfg)
     launch_from_args(main, args, cfg)

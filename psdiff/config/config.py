@@ -96,6 +96,17 @@ class CfgNode(_FvcoreCfgNode):
         self._coerce_ints(loaded)
         self._merge_checked(loaded, cfg_filename)
 
+    def merge_from_dump(self, text: str, where: str):
+        """Merge a config dumped by `cfg.dump()` (e.g. the one a predictions file keeps);
+        unknown keys and bad values name `where`."""
+        try:
+            loaded = type(self)(yaml.safe_load(text) or {})
+        except yaml.YAMLError as e:
+            raise PsdiffError(f"cannot read {where}: {e}".splitlines()[0])
+        self._check_keys(loaded, where)
+        self._coerce_ints(loaded)
+        self._merge_checked(loaded, where)
+
     def merge_from_list(self, cfg_list):
         """Merge `KEY VALUE` pairs from the command line; unknown keys say so in one line."""
         if len(cfg_list) % 2:

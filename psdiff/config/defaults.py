@@ -189,7 +189,7 @@ _C.SOLVER.AMP.ENABLED = False  # automatic mixed precision on CUDA
 _C.SOLVER.AMP.DTYPE = "bfloat16"  # "bfloat16" or "float16" (float16 uses a grad scaler)
 
 # ---------------------------------------------------------------------------------------------
-# TEST (evaluation protocol, datasets-and-evaluation.md section 3)
+# TEST (evaluation protocol, docs/datasets-and-evaluation.md §3)
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations; 0 = only after training

@@ -13,7 +13,8 @@ from psdiff.utils.errors import PsdiffError
 
 from .catalog import get_train_dicts, resolve_root
 from .mapper import DatasetMapper
-from .samplers import BatchSampler, TrainingSampler, augmentation_rng, inference_shard
+from .samplers import BatchesFrom, BatchSampler, TrainingSampler, augmentation_rng, inference_shard
+from .teacher_targets import attach_targets_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,15 @@ def build_train_loader(cfg, dataset_dicts: list = None, mapper=None, start_iter:
 
     `SOLVER.IMS_PER_BATCH` images per iteration over all ranks; the order and augmentation are a
     pure function of `SEED`, rank and iteration, so a run resumed at `start_iter` sees exactly the
-    batches the uninterrupted run would have. `mapper(dict, rng)` defaults to `DatasetMapper`.
+    batches the uninterrupted run would have. `dataset_dicts` default to `load_train_dicts(cfg)`,
+    carrying the teacher's targets e0 when `TEACHER.CACHE` names a cache (teacher_targets.py).
+    `mapper(dict, rng)` defaults to `DatasetMapper`.
     """
-    dicts = load_train_dicts(cfg) if dataset_dicts is None else dataset_dicts
+    dicts = dataset_dicts
+    if dicts is None:
+        dicts = load_train_dicts(cfg)
+        if cfg.TEACHER.CACHE:
+            dicts = attach_targets_from_config(cfg, dicts)
     if not dicts:
         raise PsdiffError(f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} holds no training images")
     world, rank = comm.get_world_size(), comm.get_rank()
@@ -74,7 +81,7 @@ def build_train_loader(cfg, dataset_dicts: list = None, mapper=None, start_iter:
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:  # landscape and portrait images batch apart
         groups = [int(d["width"] > d["height"]) for d in dicts]
     sampler = TrainingSampler(len(dicts), seed, rank, world)
-    batches = BatchSampler(sampler, total // world, groups, start_batch=start_iter)
+    batches = BatchesFrom(BatchSampler(sampler, total // world, groups), start_iter)
     mapper = DatasetMapper.from_config(cfg, is_train=True) if mapper is None else mapper
     return torch.utils.data.DataLoader(
         _MappedDataset(dicts, mapper, seed),

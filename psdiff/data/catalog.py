@@ -1,8 +1,11 @@
 """Dataset catalog: a name in `DATASETS.TRAIN` / `DATASETS.TEST` -> dataset dicts or a search split.
 
-Names resolve under the datasets root (`DATASETS.ROOT`, else `$PSDIFF_DATASETS`, else
-`./datasets`), which holds `CUHK-SYSU/` and `PRW/` (and `synthetic/CUHK-SYSU/`,
-`synthetic/PRW/` written by `tools/make_synthetic.py`); `datasets/README.md` shows the trees.
+Each dataset registers once, in its own module, with `register_dataset(name, folder, protocol)`:
+that gives the names `<name>_train` and `<name>_test`, read from `<datasets root>/<folder>` by
+the `SearchProtocol`, which also tells the evaluation how the test split is scored. The datasets
+root is `DATASETS.ROOT`, else `$PSDIFF_DATASETS`, else `./datasets`; it holds `CUHK-SYSU/` and
+`PRW/` (and `synthetic/CUHK-SYSU/`, `synthetic/PRW/` written by `tools/make_synthetic.py`);
+`datasets/README.md` shows the trees.
 """
 
 import os
@@ -10,40 +13,52 @@ from dataclasses import dataclass
 
 from psdiff.utils.errors import PsdiffError
 
-from .datasets import load_cuhk_sysu, load_prw
+from .protocol import SearchProtocol
 
 
 @dataclass(frozen=True)
 class _Entry:
     """Where a catalog name lives and how to read it."""
 
-    protocol: str  # "cuhk_sysu" | "prw": the on-disk format and the evaluation protocol
+    protocol: SearchProtocol  # the on-disk format and the evaluation protocol
     folder: str  # the dataset folder under the datasets root
     kind: str  # "train" (dataset dicts) or "test" (gallery + queries)
+    missing_hint: str  # said when the folder does not exist ("" = the loader reports it)
 
 
-_SYNTHETIC_CUHK = os.path.join("synthetic", "CUHK-SYSU")
-_SYNTHETIC_PRW = os.path.join("synthetic", "PRW")
-_CATALOG = {
-    "cuhk_sysu_train": _Entry("cuhk_sysu", "CUHK-SYSU", "train"),
-    "cuhk_sysu_test": _Entry("cuhk_sysu", "CUHK-SYSU", "test"),
-    "prw_train": _Entry("prw", "PRW", "train"),
-    "prw_test": _Entry("prw", "PRW", "test"),
-    "synthetic_cuhk_sysu_train": _Entry("cuhk_sysu", _SYNTHETIC_CUHK, "train"),
-    "synthetic_cuhk_sysu_test": _Entry("cuhk_sysu", _SYNTHETIC_CUHK, "test"),
-    "synthetic_prw_train": _Entry("prw", _SYNTHETIC_PRW, "train"),
-    "synthetic_prw_test": _Entry("prw", _SYNTHETIC_PRW, "test"),
-}
+_CATALOG = {}  # catalog name -> _Entry
+_PROTOCOLS = {}  # protocol name -> SearchProtocol
 
 
 @dataclass
 class SearchSplit:
-    """A person-search test set: gallery dataset dicts and query dicts (see design.md)."""
+    """A person-search test set: gallery dataset dicts and query dicts (docs/architecture.md)."""
 
     name: str
-    protocol: str  # "cuhk_sysu" | "prw"
+    protocol: str  # the registered protocol's name, e.g. "cuhk_sysu" or "prw"
     gallery: list
     queries: list
+
+
+def register_dataset(name: str, folder: str, protocol: SearchProtocol,
+                     missing_hint: str = "") -> None:
+    """Make `<name>_train` and `<name>_test` catalog names read from `<root>/<folder>` by
+    `protocol`. `missing_hint` tells how to make a folder that does not exist (e.g. the tool
+    that writes it; `{parent}` is replaced by the folder's parent)."""
+    if _PROTOCOLS.setdefault(protocol.name, protocol) is not protocol:
+        raise ValueError(f"another search protocol is already registered as {protocol.name!r}")
+    for kind in ("train", "test"):
+        key = f"{name}_{kind}"
+        if key in _CATALOG:
+            raise ValueError(f"dataset {key!r} is already registered")
+        _CATALOG[key] = _Entry(protocol, folder, kind, missing_hint)
+
+
+def get_protocol(name: str) -> SearchProtocol:
+    """The search protocol registered as `name` ("cuhk_sysu", "prw", ...)."""
+    if name not in _PROTOCOLS:
+        raise PsdiffError(f"unknown search protocol '{name}' ({', '.join(sorted(_PROTOCOLS))})")
+    return _PROTOCOLS[name]
 
 
 def list_datasets() -> list:
@@ -56,12 +71,12 @@ def resolve_root(cfg_root: str) -> str:
     return cfg_root or os.environ.get("PSDIFF_DATASETS") or "./datasets"
 
 
-def _lookup(name: str, kind: str) -> _Entry:
-    """The catalog entry of `name`, which must be of `kind` ("train" or "test")."""
+def _lookup(name: str, kind: str = None) -> _Entry:
+    """The catalog entry of `name`, which must be of `kind` ("train" or "test") if given."""
     if name not in _CATALOG:
         raise PsdiffError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
     entry = _CATALOG[name]
-    if entry.kind != kind:
+    if kind is not None and entry.kind != kind:
         valid = ", ".join(n for n in list_datasets() if _CATALOG[n].kind == kind)
         raise PsdiffError(f"dataset {name!r} is a {entry.kind} set; use one of: {valid}")
     return entry
@@ -69,22 +84,15 @@ def _lookup(name: str, kind: str) -> _Entry:
 
 def dataset_folder(name: str, root: str) -> str:
     """The folder a catalog name is read from, e.g. `<root>/CUHK-SYSU`."""
-    if name not in _CATALOG:
-        raise PsdiffError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
-    return os.path.join(root, _CATALOG[name].folder)
+    return os.path.join(root, _lookup(name).folder)
 
 
 def _load(entry: _Entry, folder: str, split: str, gallery_size: int) -> list:
     """Run the entry's loader on one split."""
-    if not os.path.isdir(folder) and entry.folder.startswith("synthetic"):
-        parent = os.path.dirname(folder)
-        raise PsdiffError(
-            f"synthetic dataset {folder} does not exist; write it with "
-            f"`python tools/make_synthetic.py --root {parent}` (see datasets/README.md)"
-        )
-    if entry.protocol == "cuhk_sysu":
-        return load_cuhk_sysu(folder, split, gallery_size)
-    return load_prw(folder, split)
+    if not os.path.isdir(folder) and entry.missing_hint:
+        hint = entry.missing_hint.format(parent=os.path.dirname(folder))
+        raise PsdiffError(f"dataset folder {folder} does not exist; {hint}")
+    return entry.protocol.load(folder, split, gallery_size)
 
 
 def get_train_dicts(name: str, root: str) -> list:
@@ -94,11 +102,10 @@ def get_train_dicts(name: str, root: str) -> list:
 
 
 def get_search_split(name: str, root: str, gallery_size: int = 100) -> SearchSplit:
-    """Gallery and queries of a test set; `gallery_size` picks CUHK-SYSU's TestG<N> (-1 = the
-    whole pool) and is ignored for PRW."""
+    """Gallery and queries of a test set; `gallery_size` picks the queries' galleries where the
+    dataset has several (CUHK-SYSU's TestG<N>, -1 = the whole pool) and is ignored otherwise."""
     entry = _lookup(name, "test")
     folder = dataset_folder(name, root)
     gallery = _load(entry, folder, "gallery", gallery_size)
     queries = _load(entry, folder, "query", gallery_size)
-    return SearchSplit(name=name, protocol=entry.protocol, gallery=gallery, queries=queries)
-
+    return SearchSplit(name=name, protocol=entry.protocol.name, gallery=gallery, queries=queries)

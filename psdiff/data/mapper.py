@@ -1,7 +1,7 @@
 """Dataset dict -> model input dict: read the image, resize its shortest edge, flip, move boxes.
 
 Detectron2's `DatasetMapper` with `ResizeShortestEdge` and `RandomFlip`, for the model-input
-contract of design.md: `image` uint8 CHW (BGR by default) at the resized size, `height` /
+contract of docs/architecture.md: `image` uint8 CHW (BGR by default) at the resized size, `height` /
 `width` of the original image (predictions are rescaled to it), and in training `instances`
 with `boxes` (xyxy in resized pixels), `pids` and, when the dicts carry teacher targets,
 `embeddings` (the `embedding_flip` variant when the image was flipped).

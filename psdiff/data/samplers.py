@@ -46,16 +46,14 @@ class TrainingSampler:
 class BatchSampler:
     """Batches of `batch_size` items from an endless sampler; with `group_ids` (one per dataset
     index), each batch holds one group only, emitted as soon as that group's bucket is full
-    (Detectron2's AspectRatioGroupedDataset). `start_batch` skips that many batches by replaying
-    the index stream."""
+    (Detectron2's AspectRatioGroupedDataset)."""
 
-    def __init__(self, sampler, batch_size: int, group_ids=None, start_batch: int = 0):
+    def __init__(self, sampler, batch_size: int, group_ids=None):
         self.sampler = sampler
         self.batch_size = batch_size
         self.group_ids = group_ids
-        self.start_batch = start_batch
 
-    def _batches(self):
+    def __iter__(self):
         buckets = {}
         for item in self.sampler:
             group = 0 if self.group_ids is None else self.group_ids[item[0]]
@@ -65,8 +63,17 @@ class BatchSampler:
                 yield list(bucket)
                 bucket.clear()
 
+
+class BatchesFrom:
+    """The batches of a batch sampler from batch `start` on: the ones before are replayed as
+    indices (no image is loaded), so a run resumed at iteration `start` continues its stream.
+    Serves PSDiff's loader and the teacher's P x K crop loader alike."""
+
+    def __init__(self, batch_sampler, start: int):
+        self.batch_sampler, self.start = batch_sampler, start
+
     def __iter__(self):
-        return itertools.islice(self._batches(), self.start_batch, None)
+        return itertools.islice(iter(self.batch_sampler), self.start, None)
 
 
 def inference_shard(total: int, rank: int = 0, world_size: int = 1) -> range:

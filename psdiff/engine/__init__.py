@@ -3,6 +3,7 @@
 from .checkpoint import Checkpointer, load_checkpoint_file
 from .defaults import (
     DefaultTrainer,
+    add_config_arguments,
     auto_scale_workers,
     default_argument_parser,
     default_setup,
@@ -26,6 +27,7 @@ __all__ = [
     "PeriodicWriter",
     "SimpleTrainer",
     "TrainerBase",
+    "add_config_arguments",
     "auto_scale_workers",
     "default_argument_parser",
     "default_setup",

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.io import atomic_write
+from psdiff.utils.weights import load_pth, strip_ddp_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +65,7 @@ def _mismatch_message(model_state: dict, loaded_state: dict) -> str:
 
 def load_checkpoint_file(path: str) -> dict:
     """Read a psdiff checkpoint (a dict with a "model" state dict) with `weights_only=True`."""
-    if not os.path.isfile(path):
-        raise PsdiffError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, foreign pickle, truncated zip: one line, not a trace
-        raise PsdiffError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}")
+    checkpoint = load_pth(path, "checkpoint")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise PsdiffError(f"{path} is not a psdiff checkpoint (no 'model' state dict in it)")
     return checkpoint
@@ -163,8 +159,7 @@ class Checkpointer:
         return checkpoint
 
     def _load_model(self, state: dict, path: str) -> None:
-        if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
-            state = {k[len("module."):]: v for k, v in state.items()}
+        state = strip_ddp_prefix(state)
         message = _mismatch_message(self.model.state_dict(), state)
         if message:
             raise PsdiffError(f"checkpoint {path} does not match the model: {message}")

@@ -18,9 +18,12 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from psdiff.config import get_cfg
+from psdiff.data import build_train_loader
+from psdiff.evaluation import evaluate
+from psdiff.modeling import build_model
 from psdiff.solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from psdiff.utils import comm
-from psdiff.utils.env import collect_env_info, get_git_commit, seed_all_rng
+from psdiff.utils.env import check_device, collect_env_info, get_git_commit, seed_all_rng
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from psdiff.utils.io import json_safe, remove_stale_temporaries
@@ -35,36 +38,51 @@ logger = logging.getLogger(__name__)
 _AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def default_argument_parser(description: str = "psdiff training and evaluation"):
-    """Detectron2's arguments, with the trailing `KEY VALUE` config overrides as `opts`."""
-    parser = argparse.ArgumentParser(
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  train:     tools/train_net.py --config-file configs/psdiff_r50.yaml --num-gpus 4\n"
-        "  resume:    tools/train_net.py --config-file configs/psdiff_r50.yaml --resume\n"
-        "  evaluate:  tools/train_net.py --config-file output/config.yaml --eval-only "
-        "MODEL.WEIGHTS output/model_final.pth\n"
-        "  torchrun:  torchrun --nproc_per_node 4 tools/train_net.py --config-file ...",
-    )
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--config-file` and the trailing `KEY VALUE` overrides (`opts`): what `setup_cfg` reads.
+    Every option that a config key already names is given as that key, never as a flag."""
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a config YAML")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUTPUT_DIR/last_checkpoint (else MODEL.WEIGHTS)")
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="processes per machine (GPUs; CPU workers with MODEL.DEVICE cpu)")
-    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
-    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
-    parser.add_argument("--dist-url", default="auto",
-                        help="tcp://HOST:PORT of machine 0 (several machines); auto on one")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 1e-4")
+                        help="config overrides as KEY VALUE pairs at the end, e.g. "
+                             "MODEL.DEVICE cpu DATASETS.ROOT datasets SOLVER.BASE_LR 1e-4")
     return parser
 
 
-def setup_cfg(args):
-    """get_cfg(), then the `--config-file`, then the `KEY VALUE` overrides; frozen."""
+def default_argument_parser(description: str = "Train or evaluate psdiff from a config.", *,
+                            train: bool = True, distributed: bool = True,
+                            weights_key: str = "MODEL.WEIGHTS") -> argparse.ArgumentParser:
+    """The command line every psdiff tool with a config builds on (Detectron2's arguments).
+
+    `description` is the tool's docstring, usage examples included (--help prints it as it is
+    written). Always: --config-file and the KEY VALUE overrides; with `train`, --resume and
+    --eval-only (which evaluates the checkpoint named by `weights_key`); with `distributed`,
+    --num-gpus, --num-machines, --machine-rank and --dist-url. A tool adds its own flags.
+    """
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    if train:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from OUTPUT_DIR/last_checkpoint (else start from "
+                                 "MODEL.WEIGHTS)")
+        parser.add_argument("--eval-only", action="store_true",
+                            help=f"only evaluate the checkpoint {weights_key}")
+    if distributed:
+        parser.add_argument("--num-gpus", type=int, default=1,
+                            help="processes per machine (GPUs; CPU workers with MODEL.DEVICE cpu)")
+        parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+        parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
+        parser.add_argument("--dist-url", default="auto",
+                            help="tcp://HOST:PORT of machine 0 (several machines); auto on one")
+    return parser
+
+
+def setup_cfg(args, run_config: str = ""):
+    """get_cfg(), then `run_config` (a run's dumped config, e.g. the one a predictions file
+    keeps), then `--config-file`, then the `KEY VALUE` overrides; frozen."""
     cfg = get_cfg()
+    if run_config:
+        cfg.merge_from_dump(run_config, "the run's saved config")
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []))
@@ -80,12 +98,6 @@ def _check_output_dir(output_dir: str) -> None:
             pass
     except OSError as e:
         raise PsdiffError(f"OUTPUT_DIR {output_dir!r} is not writable: {e.strerror or e}")
-
-
-def _check_device(cfg) -> None:
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise PsdiffError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available; "
-                          "add MODEL.DEVICE cpu")
 
 
 def auto_scale_workers(cfg, num_workers: int):
@@ -170,7 +182,7 @@ def default_setup(cfg, args) -> None:
     rank, world_size = comm.get_rank(), comm.get_world_size()
     comm.run_on_main(lambda: _check_output_dir(output_dir))
     setup_logger(output_dir, distributed_rank=rank, name="psdiff")
-    _check_device(cfg)
+    check_device(cfg.MODEL.DEVICE)
     drawn = cfg.SEED < 0
     _settle_seed(cfg, getattr(args, "resume", False))
     logger.info(f"Rank of current process: {rank}. World size: {world_size}")
@@ -215,7 +227,8 @@ class DefaultTrainer(TrainerBase):
     """The trainer built from a config, in Detectron2's shape.
 
     Override the classmethods `build_model`, `build_optimizer`, `build_lr_scheduler`,
-    `build_train_loader` and `test` to swap a part (the ReID teacher does). Use:
+    `build_train_loader` and `evaluate_dataset` to swap a part, and `build_model_hooks` to add
+    hooks (the ReID teacher does both). Use:
     `trainer = DefaultTrainer(cfg); trainer.resume_or_load(resume=args.resume); trainer.train()`.
     """
 
@@ -272,6 +285,8 @@ class DefaultTrainer(TrainerBase):
         return [
             # first, so "time" covers the step and every hook after it
             hooks.IterationTimer(),
+            # what the trained model needs around its steps, saved by the checkpoints below
+            *self.build_model_hooks(),
             # before the checkpointer: a checkpoint holds the schedule of the next iteration
             hooks.LRScheduler(self.optimizer, self.scheduler),
             # before evaluation: a crash while evaluating keeps this iteration's weights
@@ -282,6 +297,11 @@ class DefaultTrainer(TrainerBase):
             hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD)
             if comm.is_main_process() else None,
         ]
+
+    def build_model_hooks(self) -> list:
+        """Hooks of the model being trained (none for PSDiff; the ReID teacher refreshes its
+        memory): they run after the timer and before the schedule, checkpoints and evaluation."""
+        return []
 
     def build_writers(self) -> list:
         """Console line, OUTPUT_DIR/metrics.json and TensorBoard events in OUTPUT_DIR."""
@@ -305,8 +325,6 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_model(cls, cfg) -> torch.nn.Module:
         """`psdiff.modeling.build_model(cfg)`, moved to `MODEL.DEVICE`."""
-        from psdiff.modeling import build_model
-
         model = build_model(cfg)
         logger.info(f"Model:\n{model}")
         return model.to(torch.device(cfg.MODEL.DEVICE))
@@ -324,21 +342,14 @@ class DefaultTrainer(TrainerBase):
         """An endless iterable of batches whose first batch is the one of iteration
         `start_iter`. For a bit-identical resume, batches (order and augmentation) must be a
         pure function of (SEED, rank, iteration), as in `psdiff.data.build_train_loader`; the
-        engine starts the iterator under a forked RNG, so creating it draws nothing.
-        PSDiff's targets e0 (Eq. 11) come from the teacher cache `TEACHER.CACHE`."""
-        from psdiff.data import build_train_loader
-        from psdiff.data.build import load_train_dicts
-        from psdiff.teacher import attach_targets_from_config
-
-        dataset_dicts = attach_targets_from_config(cfg, load_train_dicts(cfg))
-        return build_train_loader(cfg, dataset_dicts, start_iter=start_iter)
+        engine starts the iterator under a forked RNG, so creating it draws nothing."""
+        return build_train_loader(cfg, start_iter=start_iter)
 
     @classmethod
     def test(cls, cfg, model) -> dict:
-        """Evaluate on every `DATASETS.TEST` name; one flat dict of metrics (prefixed by the
-        dataset name when there are several), with the model in eval mode meanwhile."""
-        from psdiff.evaluation import evaluate
-
+        """Evaluate on every `DATASETS.TEST` name with `evaluate_dataset`; one flat dict of
+        metrics (prefixed by the dataset name when there are several), with the model in eval
+        mode meanwhile."""
         model = unwrap_model(model)
         was_training = model.training
         model.eval()
@@ -346,7 +357,7 @@ class DefaultTrainer(TrainerBase):
         try:
             with torch.no_grad():
                 for name in cfg.DATASETS.TEST:
-                    metrics = evaluate(cfg, model, name)
+                    metrics = cls.evaluate_dataset(cfg, model, name)
                     prefix = f"{name}/" if len(cfg.DATASETS.TEST) > 1 else ""
                     results.update({prefix + k: float(v) for k, v in metrics.items()})
         finally:
@@ -354,3 +365,8 @@ class DefaultTrainer(TrainerBase):
         if comm.is_main_process():
             logger.info("Evaluation results: " + json.dumps(results, sort_keys=True))
         return results
+
+    @classmethod
+    def evaluate_dataset(cls, cfg, model, dataset_name: str) -> dict:
+        """The metrics of one test set: PSDiff's person-search protocol (`evaluation.evaluate`)."""
+        return evaluate(cfg, model, dataset_name)

@@ -1,5 +1,5 @@
-"""Evaluation: the person-search and detection protocols of CUHK-SYSU and PRW, the evaluator
-that runs a model over a test split, the predictions file, plots and result pictures.
+"""Evaluation: detection and person-search metrics under each dataset's registered protocol, the
+evaluator that runs a model over a test split, the predictions file, plots and result pictures.
 
 `evaluate(cfg, model, dataset_name)` is the entry point of training and `--eval-only`;
 `compute_metrics` recomputes every metric from a predictions file (`tools/evaluate.py`).
@@ -7,10 +7,10 @@ that runs a model over a test split, the predictions file, plots and result pict
 
 from .detection import eval_detection
 from .evaluator import PersonSearchEvaluator, build_evaluator, evaluate, inference_on_dataset
-from .metrics import compute_metrics, metrics_from_cfg, run_cfg
+from .metrics import compute_metrics, metrics_from_cfg
 from .predictions import GalleryRows, Predictions
 from .ranking import average_precision
-from .search import eval_search_cuhk, eval_search_prw
+from .search import eval_search
 
 __all__ = [
     "GalleryRows",
@@ -20,10 +20,8 @@ __all__ = [
     "build_evaluator",
     "compute_metrics",
     "eval_detection",
-    "eval_search_cuhk",
-    "eval_search_prw",
+    "eval_search",
     "evaluate",
     "inference_on_dataset",
     "metrics_from_cfg",
-    "run_cfg",
 ]

@@ -1,4 +1,6 @@
-"""Detection AP at IoU 0.5 and recall over the gallery images (datasets-and-evaluation.md 3.1).
+"""Detection AP at IoU 0.5 and recall over the gallery images.
+
+The protocol is docs/datasets-and-evaluation.md §3.2.
 
 The reference (SeqNet `eval_detection`) matches detections to ground truth by mutual best IoU,
 not Hungarian: a (gt, det) pair is a true positive iff IoU >= 0.5, the det is the gt's arg-max
@@ -26,12 +28,12 @@ def eval_detection(gallery: list, rows: GalleryRows, det_thresh: float = 0.01,
     """`{"AP", "recall", "num_gt", "num_tp"}` of `rows` (aligned with `gallery` dicts).
 
     labeled_only: the ground truth is the labeled people only (pid != -1), and an image
-    without any labeled person is skipped entirely, its detections included (section 3.5.12).
+    without any labeled person is skipped entirely, its detections included.
     An image with detections but no ground truth counts them all as false positives.
     """
     y_true, y_score = [], []
     count_gt, count_tp = 0, 0
-    threshold = np.float32(det_thresh)  # compare in the scores' float32 (section 3.5.5)
+    threshold = np.float32(det_thresh)  # in the scores' float32 (protocol §3.6)
     for i, record in enumerate(gallery):
         annotations = record["annotations"]
         if labeled_only:

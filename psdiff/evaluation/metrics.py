@@ -1,4 +1,4 @@
-"""Every metric of a dataset's protocol from a predictions file: the flat dict of design.md.
+"""Every metric of a dataset's protocol from a predictions file (docs/architecture.md, Metric keys).
 
 Keys: `search/mAP`, `search/top1`, `search/top5`, `search/top10` (headline: CUHK-SYSU gallery
 `gallery_size`, PRW with the configured camera rule); `search@{N}/...` for each CUHK-SYSU
@@ -15,15 +15,13 @@ from typing import Optional
 
 import numpy as np
 
-from psdiff.config import get_cfg
-from psdiff.data import resolve_root
+from psdiff.data import get_protocol, resolve_root
 from psdiff.data.catalog import dataset_folder
-from psdiff.data.datasets import available_gallery_sizes, load_cuhk_sysu
 from psdiff.utils.errors import PsdiffError
 
 from .detection import eval_detection
 from .predictions import GalleryRows, Predictions
-from .search import eval_search_cuhk, eval_search_prw
+from .ranking import rank_queries
 
 logger = logging.getLogger(__name__)
 
@@ -68,17 +66,13 @@ def check_queries(predictions: Predictions, queries: list, dataset_name: str = "
 
 
 def search_rows(rows: GalleryRows, det_thresh: float, cws: bool) -> GalleryRows:
-    """Detections that enter the ranking: score >= det_thresh in float32 (section 3.5.5);
-    with CWS each embedding is scaled by its detection score, so sim = cos x score (3.4)."""
+    """Detections that enter the ranking: score >= det_thresh in float32; with
+    CWS each embedding is scaled by its detection score, so sim = cos x score (protocol:
+    docs/datasets-and-evaluation.md §3.6, §3.7)."""
     kept = rows.filter(rows.scores >= np.float32(det_thresh))
     if cws:
         kept.embeddings = kept.embeddings * kept.scores[:, None]
     return kept
-
-
-def gallery_size_key(size: int) -> str:
-    """`search@100`, or `search@all` for the whole pool (-1)."""
-    return "search@all" if size == -1 else f"search@{size}"
 
 
 def compute_metrics(predictions: Predictions, protocol: str, gallery: list, queries: list,
@@ -87,14 +81,14 @@ def compute_metrics(predictions: Predictions, protocol: str, gallery: list, quer
                     det_thresh_search: float = 0.5, det_thresh_detection: float = 0.01,
                     ignore_cam_id: bool = True, cws: bool = False,
                     dataset_name: str = "") -> dict:
-    """The flat metrics dict of `predictions` on a split.
+    """The flat metrics dict of `predictions` on a split, under the search protocol registered
+    as `protocol` ("cuhk_sysu", "prw", ...; psdiff/data/protocol.py).
 
-    protocol: "cuhk_sysu" or "prw". `queries` is the headline query list (CUHK-SYSU: loaded at
-    `gallery_size`); `load_queries(N)` loads the CUHK-SYSU queries for another gallery size N.
+    `queries` is the headline query list (CUHK-SYSU: loaded at `gallery_size`); where the
+    protocol scores several gallery sizes, `load_queries(N)` loads the queries of size N.
     `dataset_name` names the split in the error lines of a file that does not fit it.
     """
-    if protocol not in ("cuhk_sysu", "prw"):
-        raise PsdiffError(f"unknown search protocol '{protocol}' (cuhk_sysu or prw)")
+    search = get_protocol(protocol)
     start = time.perf_counter()
     check_queries(predictions, queries, dataset_name)
     rows = align_gallery(predictions, gallery, dataset_name)
@@ -104,23 +98,15 @@ def compute_metrics(predictions: Predictions, protocol: str, gallery: list, quer
         metrics[f"{prefix}/AP"], metrics[f"{prefix}/recall"] = result["AP"], result["recall"]
 
     ranked = search_rows(rows, det_thresh_search, cws)
-    embeddings = predictions.query_embeddings
-    if protocol == "prw":
-        result = eval_search_prw(ranked, embeddings, gallery, queries, ignore_cam_id)
-        metrics.update(result.summary("search"))
-    else:
-        names = [record["image_id"] for record in gallery]
-        for size in dict.fromkeys([gallery_size, *gallery_sizes]):  # headline first, no repeats
-            size_queries = queries if size == gallery_size else load_queries(size)
-            if size != gallery_size:
-                check_queries(predictions, size_queries, dataset_name)
-            result = eval_search_cuhk(ranked, embeddings, names, size_queries)
-            summary = result.summary(gallery_size_key(size))
-            if size in gallery_sizes:
-                metrics.update(summary)
-            if size == gallery_size:
-                metrics.update({k.replace(gallery_size_key(size), "search", 1): v
-                                for k, v in summary.items()})
+    for prefixes, setting_queries in search.search_settings(queries, load_queries, gallery_size,
+                                                           gallery_sizes):
+        if setting_queries is not queries:
+            check_queries(predictions, setting_queries, dataset_name)
+        galleries = search.query_galleries(gallery, setting_queries, ignore_cam_id)
+        result = rank_queries(ranked, predictions.query_embeddings, galleries,
+                              len(setting_queries))
+        for prefix in prefixes:
+            metrics.update(result.summary(prefix))
     if metrics["search/queries_without_gt"]:
         logger.warning("%d queries have no ground truth in their gallery (AP 0 for them)",
                        int(metrics["search/queries_without_gt"]))
@@ -130,40 +116,16 @@ def compute_metrics(predictions: Predictions, protocol: str, gallery: list, quer
 
 def metrics_from_cfg(cfg, predictions: Predictions, split) -> dict:
     """`compute_metrics` with the protocol settings of `cfg.TEST`, on a catalog `SearchSplit`
-    whose queries were loaded at `TEST.GALLERY_SIZE`. CUHK-SYSU sizes of `TEST.GALLERY_SIZES`
-    without a TestG<N>.mat in the tree (small synthetic sets) are skipped with a warning."""
-    sizes = list(cfg.TEST.GALLERY_SIZES)
+    whose queries were loaded at `TEST.GALLERY_SIZE`. Gallery sizes of `TEST.GALLERY_SIZES`
+    the tree cannot be scored at (small synthetic sets) are skipped with a warning."""
+    search = get_protocol(split.protocol)
     folder = dataset_folder(split.name, resolve_root(cfg.DATASETS.ROOT))
-    if split.protocol == "cuhk_sysu":
-        present = set(available_gallery_sizes(folder)) | {-1}
-        if set(sizes) - present:
-            logger.warning("%s has no protocol file for gallery sizes %s; skipped", split.name,
-                           sorted(set(sizes) - present))
-        sizes = [s for s in sizes if s in present]
     return compute_metrics(
         predictions, split.protocol, split.gallery, split.queries,
-        load_queries=lambda size: load_cuhk_sysu(folder, "query", gallery_size=size),
-        gallery_sizes=sizes, gallery_size=cfg.TEST.GALLERY_SIZE,
+        load_queries=lambda size: search.load(folder, "query", size),
+        gallery_sizes=search.supported_gallery_sizes(folder, cfg.TEST.GALLERY_SIZES),
+        gallery_size=cfg.TEST.GALLERY_SIZE,
         det_thresh_search=cfg.TEST.DET_THRESH_SEARCH,
         det_thresh_detection=cfg.TEST.DET_THRESH_DETECTION,
         ignore_cam_id=cfg.TEST.IGNORE_CAM_ID, cws=cfg.TEST.CWS, dataset_name=split.name,
     )
-
-
-def run_cfg(predictions: Predictions, config_file: str = "", opts=(), root: Optional[str] = None):
-    """The config to score a predictions file with: the defaults, then the run's own config saved
-    in the file, then `config_file`, then `KEY VALUE` overrides, then the datasets `root`."""
-    cfg = get_cfg()
-    if "config" in predictions.meta:
-        try:
-            cfg.merge_from_other_cfg(type(cfg).load_cfg(predictions.meta["config"]))
-        except (KeyError, ValueError, AssertionError) as e:
-            raise PsdiffError(f"the config saved in the predictions file does not fit this "
-                              f"psdiff ({e}); give the settings with --config-file".splitlines()[0])
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
-    if root is not None:
-        cfg.DATASETS.ROOT = root
-    cfg.freeze()
-    return cfg

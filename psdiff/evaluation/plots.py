@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from psdiff.data.protocol import gallery_size_key  # noqa: E402
+
 PAPER_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)  # Fig. 4's x axis
 
 
@@ -31,7 +33,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def gallery_size_series(metrics: dict, sizes: Sequence[int] = PAPER_GALLERY_SIZES) -> dict:
     """{N: search@N/mAP} for the sizes present in a metrics dict."""
-    return {n: metrics[f"search@{n}/mAP"] for n in sizes if f"search@{n}/mAP" in metrics}
+    keys = {n: f"{gallery_size_key(n)}/mAP" for n in sizes}
+    return {n: metrics[key] for n, key in keys.items() if key in metrics}
 
 
 def _save(fig, path: str, table: str) -> str:

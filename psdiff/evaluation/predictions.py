@@ -1,6 +1,6 @@
 """The predictions file: every raw model output an evaluation needs, so metrics can be recomputed.
 
-`predictions.npz` (design.md, "Predictions file") holds plain numpy arrays, no pickles:
+`predictions.npz` (docs/architecture.md, "Predictions file") holds plain numpy arrays, no pickles:
 
 - `gallery_names` str[G]: gallery image file names (no folder), in the dataset's gallery order;
 - `gallery_offsets` int64[G+1]: image i owns detection rows `offsets[i]:offsets[i+1]`;

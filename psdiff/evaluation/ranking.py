@@ -2,14 +2,14 @@
 
 One engine serves every search protocol (CUHK-SYSU at each gallery size, PRW with either camera
 rule): a protocol only says, per query, which gallery images to rank and where the query person
-is in each (datasets-and-evaluation.md section 3.2 / 3.3). For each query:
+is in each (docs/datasets-and-evaluation.md §3.3-3.5). For each query:
 
 - every detection of every listed image (listed twice: ranked once) is scored by its dot
   product with the query embedding;
 - in an image holding the query person, the highest-similarity detection whose IoU with the
   (int32) ground truth reaches `min(0.5, wh / ((w+10)(h+10)))` is the single positive;
 - AP = average_precision(labels, sims) x found / count_gt, where count_gt counts every listed
-  entry that holds the person (recall scaling, section 3.5.1); top-k = a positive among the k
+  entry that holds the person (recall scaling); top-k = a positive among the k
   highest similarities.
 
 Similarities are float32 (as the reference's), computed in float64 and rounded once, so they do
@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
+
+from psdiff.data.protocol import QueryGallery
 
 from .predictions import GalleryRows
 
@@ -69,18 +71,6 @@ def size_aware_iou_threshold(gt: np.ndarray) -> float:
 
 
 @dataclass
-class QueryGallery:
-    """The gallery of one query, in protocol order.
-
-    `images` indexes the gallery image list (an image may be listed twice); `gt_boxes` [n,4]
-    is the query person's box xyxy in that image, a NaN row where the person is absent.
-    """
-
-    images: np.ndarray
-    gt_boxes: np.ndarray
-
-
-@dataclass
 class RankedQuery:
     """One query's ranking: similarities of all its gallery rows and which rows are positives.
 
@@ -98,7 +88,7 @@ class RankedQuery:
     def ap(self) -> float:
         """Recall-scaled AP: sum over positives of precision at their score, / count_gt.
 
-        Equal to sklearn's AP over the found positives times found / count_gt (section 3.2.5).
+        Equal to sklearn's AP over the found positives times found / count_gt (protocol §3.3).
         """
         if len(self.positives) == 0:
             return 0.0

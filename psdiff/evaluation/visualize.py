@@ -9,12 +9,13 @@ its rank, similarity and detection score. `draw_detections` draws all boxes of o
 import cv2
 import numpy as np
 
+from psdiff.data import get_protocol
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image
 
 from .metrics import align_gallery, search_rows
 from .predictions import Predictions
 from .ranking import iter_ranked
-from .search import query_gallery_fn
 
 GREEN, RED, BLUE, ORANGE = (0, 200, 0), (0, 0, 230), (230, 120, 0), (0, 160, 255)  # BGR
 
@@ -27,7 +28,7 @@ def top_hits(predictions: Predictions, protocol: str, gallery: list, queries: li
     if not 0 <= query_index < len(queries):
         raise PsdiffError(f"query index {query_index} is outside 0..{len(queries) - 1}")
     rows = search_rows(align_gallery(predictions, gallery), det_thresh, cws)
-    galleries = query_gallery_fn(protocol, gallery, queries, ignore_cam_id)
+    galleries = get_protocol(protocol).query_galleries(gallery, queries, ignore_cam_id)
     _, ranked = next(iter_ranked(rows, predictions.query_embeddings, galleries, [query_index]))
     hits = []
     for position in ranked.top_rows(k):
@@ -45,8 +46,7 @@ def _tile(image: np.ndarray, box, color, lines: list[str], height: int) -> np.nd
     """The image scaled to `height` with the box drawn and text lines on top."""
     scale = height / image.shape[0]
     tile = cv2.resize(image, (max(1, round(image.shape[1] * scale)), height))
-    x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
-    cv2.rectangle(tile, (x1, y1), (x2, y2), color, 2)
+    tile = draw_detections(tile, [[v * scale for v in box]], [color])
     for i, line in enumerate(lines):
         _text(tile, line, (4, 16 + 16 * i))
     return tile
@@ -59,27 +59,21 @@ def _text(image: np.ndarray, line: str, origin: tuple, color=(255, 255, 255)) ->
 
 
 def similarity_color(similarity: float) -> tuple:
-    """The BGR colour of a similarity on OpenCV's JET map: blue at <= 0 to red at >= 1."""
+    """The BGR color of a similarity on OpenCV's JET map: blue at <= 0 to red at >= 1."""
     value = np.full((1, 1), round(255 * min(max(float(similarity), 0.0), 1.0)), np.uint8)
     return tuple(int(c) for c in cv2.applyColorMap(value, cv2.COLORMAP_JET)[0, 0])
 
 
-def draw_detections(image: np.ndarray, boxes, colors: list, labels: list) -> np.ndarray:
-    """A copy of the BGR image with each box and its label above it, drawn in the given order
-    (so later boxes lie on top)."""
+def draw_detections(image: np.ndarray, boxes, colors: list, labels: list = None) -> np.ndarray:
+    """A copy of the BGR image with each box (xyxy pixels) and, when given, its label above it,
+    drawn in the given order (so later boxes lie on top). The one box-drawing function of the
+    search pictures, tools/demo.py and tools/visualize_data.py."""
     image = image.copy()
-    for box, color, label in zip(boxes, colors, labels):
+    for k, (box, color) in enumerate(zip(boxes, colors)):
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
-        _text(image, label, (x1, max(y1 - 4, 12)), color)
-    return image
-
-
-def _read(path: str) -> np.ndarray:
-    """A BGR image from disk, or one PsdiffError line."""
-    image = cv2.imread(path)
-    if image is None:
-        raise PsdiffError(f"cannot read image {path}")
+        if labels is not None:
+            _text(image, labels[k], (x1, max(y1 - 4, 12)), color)
     return image
 
 
@@ -88,10 +82,10 @@ def draw_search_result(query: dict, hits: list[dict], gallery: list,
     """One BGR picture: the query image (blue box) followed by the hits, left to right; a
     hit's `correct` may be None (no ground truth)."""
     files = {r["image_id"]: r["file_name"] for r in gallery}
-    tiles = [_tile(_read(query["file_name"]), query["bbox"], BLUE, ["query"], height)]
+    tiles = [_tile(read_image(query["file_name"]), query["bbox"], BLUE, ["query"], height)]
     for rank, hit in enumerate(hits, 1):
         lines = [f"#{rank} sim {hit['similarity']:.2f}", f"det {hit['score']:.2f}"]
         color = ORANGE if hit.get("correct") is None else GREEN if hit["correct"] else RED
-        tiles.append(_tile(_read(files[hit["image_id"]]), hit["box"], color, lines, height))
+        tiles.append(_tile(read_image(files[hit["image_id"]]), hit["box"], color, lines, height))
     gap = np.full((height, 6, 3), 255, np.uint8)
     return np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)

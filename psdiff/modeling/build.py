@@ -2,9 +2,9 @@
 
 import logging
 
-import torch
 from fvcore.common.registry import Registry
 
+from psdiff.utils.env import check_device
 from psdiff.utils.errors import PsdiffError
 
 logger = logging.getLogger(__name__)
@@ -21,9 +21,7 @@ def build_model(cfg):
             f"MODEL.META_ARCHITECTURE = '{name}' is not registered; choices: "
             f"{sorted(k for k, _ in META_ARCH_REGISTRY)}"
         )
-    device = torch.device(cfg.MODEL.DEVICE)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PsdiffError("MODEL.DEVICE = 'cuda' but CUDA is not available; set MODEL.DEVICE cpu")
+    device = check_device(cfg.MODEL.DEVICE)
     model = META_ARCH_REGISTRY.get(name).from_config(cfg).to(device)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

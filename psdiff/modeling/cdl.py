@@ -13,7 +13,7 @@
 3. Prediction (Table IV(c)): cascaded: F_c -> e_hat0, then F_o = e_hat0 -> detection head;
    parallel: both heads read F_c. The detection head predicts one person logit and box deltas
    applied to b_t (DiffusionDet's decoding). With MODEL.PSDIFF.EMB_PARTS = k > 0 the embedding
-   head also reads k horizontal stripes of F_d (part pooling: where in the box a colour sits).
+   head also reads k horizontal stripes of F_d (part pooling: where in the box a color sits).
 """
 
 import math

@@ -64,7 +64,7 @@ def augment(crop: np.ndarray, pad: int, erasing_prob: float, rng=random) -> np.n
 
 
 def _random_erase(crop: np.ndarray, rng: random.Random) -> None:
-    """Random Erasing (area 0.02-0.4, aspect 0.3-3.3), filled with the ImageNet mean colour."""
+    """Random Erasing (area 0.02-0.4, aspect 0.3-3.3), filled with the ImageNet mean color."""
     h, w = crop.shape[:2]
     for _ in range(100):
         area = rng.uniform(0.02, 0.4) * h * w

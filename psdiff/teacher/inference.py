@@ -1,9 +1,11 @@
 """Run the frozen teacher on the boxes of many images: Teacher(S, b0) of Eq. 11, in bulk.
 
-Used by the memory initialization, the teacher's retrieval evaluation and the e0 cache. Images
-are split over ranks and the results gathered, so every rank ends up with every embedding.
+Used by the memory initialization, the teacher's retrieval evaluation and `build_targets`, which
+makes the e0 cache (its format and reader: psdiff/data/teacher_targets.py). Images are split
+over ranks and the results gathered, so every rank ends up with every embedding.
 """
 
+import json
 import logging
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from psdiff.data.teacher_targets import CACHE_FORMAT, teacher_fingerprint
 from psdiff.utils import comm
 from psdiff.utils.image import read_image
 
@@ -73,3 +76,26 @@ def embed_boxes(network, jobs, size, device="cpu", images_per_batch: int = 16,
 def dataset_jobs(dataset_dicts) -> list:
     """One job per image: its file and its annotated boxes, in annotation order."""
     return [(d["file_name"], [a["bbox"] for a in d["annotations"]]) for d in dataset_dicts]
+
+
+def build_targets(network, dataset_dicts, dataset_name: str, size, device="cpu",
+                  num_workers: int = 0) -> dict:
+    """Run the frozen teacher on every box of every image, unflipped and flipped."""
+    jobs = dataset_jobs(dataset_dicts)
+    emb = embed_boxes(network, jobs, size, device, num_workers=num_workers, desc="e0")
+    emb_flip = embed_boxes(network, jobs, size, device, num_workers=num_workers, flip=True,
+                           desc="e0 flipped")
+    counts = [len(d["annotations"]) for d in dataset_dicts]
+    dim = network.emb_dim
+    meta = {"format": CACHE_FORMAT, "dataset": dataset_name,
+            "teacher_fingerprint": teacher_fingerprint(network.state_dict()),
+            "emb_dim": dim, "input_size": list(size)}
+    return {
+        "image_ids": np.array([d["image_id"] for d in dataset_dicts]),
+        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "boxes": np.array([a["bbox"] for d in dataset_dicts for a in d["annotations"]],
+                          dtype=np.float32).reshape(-1, 4),
+        "embeddings": np.concatenate(emb + [np.zeros((0, dim), np.float32)]),
+        "embeddings_flip": np.concatenate(emb_flip + [np.zeros((0, dim), np.float32)]),
+        "meta": json.dumps(meta),
+    }

@@ -1,6 +1,6 @@
 """Teacher training losses: supervised HHCL (paper's teacher) and S-ReID (Table VI's baseline).
 
-HHCL (reid-teacher-notes.md section 2, `CMhybrid_v2`), with f a normalized embedding of class y:
+HHCL (`CMhybrid_v2`; docs/teacher.md, "HHCL upstream"), with f a normalized embedding of class y:
   L_c = -log[exp(f.c_y/tau) / (sum_k exp(f.c_k/tau) + sum_q exp(f.u_q/tau))]   (centroids, queue)
   L_i = -log[exp(p/tau) / (exp(p/tau) + sum_{k!=y} exp(n_k/tau))]               (hard instances)
 with p = min_j f.z_{y,j} (hardest positive slot) and n_k = max_j f.z_{k,j} (hardest negative of

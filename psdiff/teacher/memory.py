@@ -1,9 +1,9 @@
 """HHCL's hybrid memory: identity centroids, per-identity instance slots and a queue of unlabeled.
 
-Supervised HHCL (reid-teacher-notes.md section 2, `CMhybrid_v2`): one centroid per identity
+Supervised HHCL (`CMhybrid_v2`; docs/teacher.md, "HHCL upstream"): one centroid per identity
 (momentum update), K instance slots per identity (overwritten by the identity's latest batch
 features) whose hardest members the instance loss mines, plus an OIM-style FIFO queue of
-unlabeled crops that serve only as extra negatives (section 7).
+unlabeled crops that serve only as extra negatives.
 
 Under DDP every rank holds the whole memory. `update` first all-gathers the features of the
 global batch (rank order), so every rank applies the same update to the same memory.

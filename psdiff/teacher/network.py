@@ -1,21 +1,20 @@
 """The ReID teacher network of Eq. 11: ResNet trunk, global pooling, embedding head with BNNeck.
 
-HHCL's architecture (reid-teacher-notes.md section 1) with its `--features D` path: a torchvision
+HHCL's architecture (docs/teacher.md, "HHCL upstream") with its `--features D` path: a torchvision
 ResNet whose last stage has stride 1, average (or GeM) pooling, Linear(C -> D), BatchNorm1d(D)
 with a frozen zero bias (BNNeck), and an L2-normalized output in training and evaluation.
 """
-
-import os
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from psdiff.data.teacher_targets import load_network_state
 from psdiff.modeling.backbone.pretrained import load_pretrained, warn_random_init
+from psdiff.utils.env import check_device
 from psdiff.utils.errors import PsdiffError
 
-_NETWORK_PARTS = ("body.", "pool.", "head.", "neck.")  # ReIDNetwork's state_dict prefixes
 _RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
             50: torchvision.models.resnet50}
 
@@ -93,27 +92,6 @@ class ReIDNetwork(nn.Module):
         return {"feature": feature, "bn": bn, "embedding": F.normalize(bn, dim=1)}
 
 
-def load_network_state(path: str) -> dict:
-    """The ReIDNetwork weights inside a teacher checkpoint ({"model": TeacherModel state}).
-
-    Also accepts a bare ReIDNetwork state_dict; a file holding neither is a one-line error.
-    """
-    if not os.path.isfile(path):
-        raise PsdiffError(f"TEACHER.WEIGHTS file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        message = f"TEACHER.WEIGHTS {path} is not a readable checkpoint: {e}"
-        raise PsdiffError(message.splitlines()[0])
-    state = state.get("model", state) if isinstance(state, dict) else {}
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    network = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
-    network = network or {k: v for k, v in state.items() if k.startswith(_NETWORK_PARTS)}
-    if not network:
-        raise PsdiffError(f"TEACHER.WEIGHTS {path} holds no teacher network weights")
-    return network
-
-
 def load_teacher(cfg, device="cpu") -> ReIDNetwork:
     """The trained teacher of cfg.TEACHER.WEIGHTS, frozen and in eval mode."""
     cfg = cfg.clone()
@@ -130,4 +108,4 @@ def load_teacher(cfg, device="cpu") -> ReIDNetwork:
                           "TEACHER.POOLING, MODEL.PSDIFF.EMB_DIM)")
     network.load_state_dict(state)
     network.requires_grad_(False)
-    return network.to(device).eval()
+    return network.to(check_device(str(device))).eval()

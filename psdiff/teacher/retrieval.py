@@ -1,7 +1,7 @@
 """The teacher's own evaluation: query crop -> gallery ground-truth crops, mAP and top-1.
 
 Detection plays no part: every ground-truth box of the query's gallery images is a candidate,
-so the result is an upper bound for PSDiff's ReID branch (reid-teacher-notes.md section 7) and
+so the result is an upper bound for PSDiff's ReID branch (docs/teacher.md) and
 shows a weak teacher before it is distilled. Galleries follow the search protocols: a CUHK-SYSU
 query ranks the boxes of its `gallery_ids` (the positive is the box matching its row of
 `gallery_boxes`); a PRW query ranks the boxes of every gallery frame but its own (positives are

@@ -1,21 +1,21 @@
 """Training the ReID teacher on the engine: DefaultTrainer with the teacher's parts swapped in.
 
-`TeacherTrainer(cfg)` builds a `TeacherModel` over the ground-truth crops of `DATASETS.TRAIN`,
-HHCL's Adam optimizer (SOLVER.OPTIMIZER "ADAM"), the P x K crop loader, and a hook that
-(re)builds the HHCL memory from eval-mode embeddings (at the start and every
-TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). Evaluation (`test`) is the
-teacher's own query -> gallery retrieval on ground-truth crops of `DATASETS.TEST`.
+`TeacherTrainer(cfg)` adds only what differs from PSDiff's training: a `TeacherModel` over the
+ground-truth crops of `DATASETS.TRAIN` (the dicts PSDiff trains on: `load_train_dicts`), the
+P x K crop loader, and a hook that (re)builds the HHCL memory from eval-mode embeddings (at the
+start and every TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). HHCL's Adam
+is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`evaluate_dataset`) is the teacher's own
+query -> gallery retrieval on ground-truth crops of each `DATASETS.TEST` set.
 """
 
-import functools
-import itertools
-import json
 import logging
 
 import torch
 from torch.utils.data import DataLoader
 
-from psdiff.data.catalog import get_search_split, get_train_dicts, resolve_root
+from psdiff.data.build import load_train_dicts
+from psdiff.data.catalog import get_search_split, resolve_root
+from psdiff.data.samplers import BatchesFrom
 from psdiff.engine import DefaultTrainer, HookBase
 from psdiff.engine.checkpoint import unwrap_model
 from psdiff.utils import comm
@@ -28,17 +28,10 @@ from .retrieval import evaluate_teacher
 logger = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=2)
-def _train_dicts(names: tuple, root: str) -> tuple:
-    """Dataset dicts of every training set, concatenated in order (read once per process)."""
-    return tuple(d for name in names for d in get_train_dicts(name, root))
-
-
 def build_crop_dataset(cfg, train: bool = True) -> CropDataset:
     """All ground-truth boxes of `DATASETS.TRAIN` as crops of TEACHER.INPUT_SIZE."""
-    dicts = list(_train_dicts(tuple(cfg.DATASETS.TRAIN), resolve_root(cfg.DATASETS.ROOT)))
-    return CropDataset(dicts, cfg.TEACHER.INPUT_SIZE, train=train, pad=cfg.TEACHER.PAD,
-                       erasing_prob=cfg.TEACHER.RANDOM_ERASING)
+    return CropDataset(load_train_dicts(cfg), cfg.TEACHER.INPUT_SIZE, train=train,
+                       pad=cfg.TEACHER.PAD, erasing_prob=cfg.TEACHER.RANDOM_ERASING)
 
 
 class MemoryRefresh(HookBase):
@@ -74,14 +67,9 @@ class MemoryRefresh(HookBase):
 class TeacherTrainer(DefaultTrainer):
     """DefaultTrainer for the ReID teacher (tools/train_teacher.py)."""
 
-    def __init__(self, cfg):
-        self.crops = build_crop_dataset(cfg, train=False)  # read-only view for the memory hook
-        super().__init__(cfg)
-
-    def build_hooks(self) -> list:
-        """The engine's hooks with the memory refresh right after the timer (before checkpoints)."""
-        hooks = super().build_hooks()
-        return hooks[:1] + [MemoryRefresh(self.cfg, self.crops)] + hooks[1:]
+    def build_model_hooks(self) -> list:
+        """The HHCL memory refresh, over an unaugmented view of the training crops."""
+        return [MemoryRefresh(self.cfg, build_crop_dataset(self.cfg, train=False))]
 
     @classmethod
     def build_model(cls, cfg) -> TeacherModel:
@@ -100,37 +88,18 @@ class TeacherTrainer(DefaultTrainer):
                                  t.NUM_UNLABELED if t.USE_UNLABELED else 0,
                                  seed=cfg.SEED, rank=comm.get_rank(),
                                  world_size=comm.get_world_size())
-        batches = _Skip(sampler, start_iter)
+        batches = BatchesFrom(sampler, start_iter)
         return DataLoader(crops, batch_sampler=batches, num_workers=cfg.DATALOADER.NUM_WORKERS,
                           collate_fn=collate_crops, pin_memory=cfg.MODEL.DEVICE.startswith("cuda"))
 
     @classmethod
-    def test(cls, cfg, model) -> dict:
-        """Teacher retrieval (mAP, top-1) on ground-truth crops of every DATASETS.TEST set."""
-        model = unwrap_model(model)
+    def evaluate_dataset(cls, cfg, model, dataset_name: str) -> dict:
+        """Teacher retrieval (mAP, top-1) on the ground-truth crops of one test set."""
         network = model.network if isinstance(model, TeacherModel) else model
-        root = resolve_root(cfg.DATASETS.ROOT)
-        results = {}
-        for name in cfg.DATASETS.TEST:
-            split = get_search_split(name, root, cfg.TEACHER.GALLERY_SIZE)
-            metrics = evaluate_teacher(network, split.queries, split.gallery,
-                                       cfg.TEACHER.INPUT_SIZE, cfg.MODEL.DEVICE,
-                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
-            prefix = f"{name}/" if len(cfg.DATASETS.TEST) > 1 else ""
-            results.update({prefix + k: v for k, v in metrics.items()})
-        if comm.is_main_process():
-            logger.info("Teacher evaluation: " + json.dumps(results, sort_keys=True))
-        return results
-
-
-class _Skip:
-    """The batches of a batch sampler from index `start` on (a resumed run continues its stream)."""
-
-    def __init__(self, sampler, start: int):
-        self.sampler, self.start = sampler, start
-
-    def __iter__(self):
-        return itertools.islice(iter(self.sampler), self.start, None)
+        split = get_search_split(dataset_name, resolve_root(cfg.DATASETS.ROOT),
+                                 cfg.TEACHER.GALLERY_SIZE)
+        return evaluate_teacher(network, split.queries, split.gallery, cfg.TEACHER.INPUT_SIZE,
+                                cfg.MODEL.DEVICE, num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
 def check_teacher_config(cfg) -> None:

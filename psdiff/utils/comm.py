@@ -74,18 +74,6 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def reduce_dict(values: dict, average: bool = True) -> dict:
-    """Sum (or average) a dict of scalar tensors over ranks; every rank gets the result."""
-    if get_world_size() == 1 or not values:
-        return values
-    names = sorted(values)
-    stacked = torch.stack([values[k].detach().float() for k in names])
-    dist.all_reduce(stacked)
-    if average:
-        stacked /= get_world_size()
-    return dict(zip(names, stacked))
-
-
 class MainProcessError(PsdiffError):
     """Rank 0's error, raised on the other ranks by `run_on_main` (rank 0 reports it)."""
 

@@ -1,11 +1,11 @@
-"""The run's environment: versions and git commit for the log, seeding, and RNG snapshots.
+"""The run's environment: versions and git commit for the log, the device check, seeding, and RNG
+snapshots.
 
-A run is self-describing (design.md, "Self-describing runs"): its log names the software it ran
-on and the commit of the code; its checkpoints hold every random generator's state so that a
-resumed run draws the same numbers as an uninterrupted one.
+A run is self-describing (docs/architecture.md, "Self-describing runs"): its log names the
+software it ran on and the commit of the code; its checkpoints hold every random generator's
+state so that a resumed run draws the same numbers as an uninterrupted one.
 """
 
-import logging
 import os
 import platform
 import random
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from .errors import PsdiffError
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,11 +59,17 @@ def collect_env_info() -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def seed_all_rng(seed: int = None) -> int:
-    """Seed python, numpy and torch (CPU and CUDA); `None` draws a fresh seed. Returns it."""
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "big") % 2**31
-        logger.info(f"Using a generated random seed {seed}")
+def check_device(device: str) -> torch.device:
+    """MODEL.DEVICE as a torch.device; a CUDA device on a machine without CUDA is one line."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PsdiffError(f"MODEL.DEVICE is {device!r} but CUDA is not available; "
+                          "add MODEL.DEVICE cpu")
+    return torch.device(device)
+
+
+def seed_all_rng(seed: int) -> int:
+    """Seed python, numpy and torch (CPU and CUDA); returns the seed. A run's seed is drawn in
+    one place only, `engine.defaults` for SEED < 0, so it is saved with the run."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -1,7 +1,9 @@
-"""Logging setup for a run: a console line on rank 0 and `log.txt` in the output folder.
+"""Logging setup, the one place it is done: a console line on rank 0 and `log.txt` in a run's
+output folder.
 
 Detectron2's `setup_logger` in a few lines: every module logs through
-`logging.getLogger(__name__)`, so configuring the "psdiff" logger once captures them all.
+`logging.getLogger(__name__)`, so configuring the "psdiff" logger once captures them all. The
+training tools call it through `default_setup`; every other tool calls it first thing.
 """
 
 import logging
@@ -12,12 +14,14 @@ _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 _DATE_FORMAT = "%m/%d %H:%M:%S"
 
 
-def setup_logger(output: str = None, distributed_rank: int = 0, name: str = "psdiff"):
+def setup_logger(output: str = None, distributed_rank: int = 0, name: str = "psdiff",
+                 console_level: int = logging.INFO):
     """Send `name`'s records to the console and to a log file, on rank 0 only.
 
     `output` is a folder (the file is `output/log.txt`) or a file path ending in .txt/.log.
-    Other ranks print warnings and errors to the console and write no file. Calling it again
-    (a new run in the same process) replaces the handlers of the previous call.
+    Rank 0's console shows `console_level` and above (a tool whose printed result is its
+    output passes WARNING); other ranks print warnings and errors and write no file. Calling it
+    again (a new run in the same process) replaces the handlers of the previous call.
     """
     logger = logging.getLogger(name)
     for handler in [h for h in logger.handlers if getattr(h, "_psdiff_run", False)]:
@@ -28,7 +32,7 @@ def setup_logger(output: str = None, distributed_rank: int = 0, name: str = "psd
     formatter = logging.Formatter(_FORMAT, datefmt=_DATE_FORMAT)
 
     console = logging.StreamHandler(stream=sys.stdout)
-    console.setLevel(logging.INFO if distributed_rank == 0 else logging.WARNING)
+    console.setLevel(console_level if distributed_rank == 0 else logging.WARNING)
     handlers = [console]
 
     if output is not None and distributed_rank == 0:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
+from psdiff.data.synthetic import write_cuhk_sysu, write_prw
 
 CUHK_OPTIONS = dict(
     num_train_images=8,

@@ -14,7 +14,7 @@ from psdiff.data import (
     resolve_root,
 )
 from psdiff.data.build import load_train_dicts
-from psdiff.data.samplers import BatchSampler, TrainingSampler, inference_shard
+from psdiff.data.samplers import BatchesFrom, BatchSampler, TrainingSampler, inference_shard
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_batch_sampler_groups_by_aspect_ratio():
         emitted = [item for b in batches if groups[b[0][0]] == g for item in b]
         in_stream = [item for item in stream if groups[item[0]] == g]
         assert emitted == in_stream[: len(emitted)] and len(in_stream) - len(emitted) < 3
-    skipped = list(BatchSampler(stream, 3, groups, start_batch=4))
+    skipped = list(BatchesFrom(BatchSampler(stream, 3, groups), 4))
     assert skipped == batches[4:]
 
 

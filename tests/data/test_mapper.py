@@ -32,15 +32,15 @@ def scene(tmp_path):
     }
 
 
-def _inner_colour(image: torch.Tensor, box, margin: int = 2):
-    """Mean BGR colour strictly inside a box (away from interpolated edges)."""
+def _inner_color(image: torch.Tensor, box, margin: int = 2):
+    """Mean BGR color strictly inside a box (away from interpolated edges)."""
     x1, y1, x2, y2 = [int(round(float(v))) for v in box]
     patch = image[:, y1 + margin : y2 - margin, x1 + margin : x2 - margin]
     return patch.float().mean(dim=(1, 2)).tolist()
 
 
-def _ring_colour(image: torch.Tensor, box, margin: int = 2):
-    """Mean colour of a 1-pixel column just left and right of a box."""
+def _ring_color(image: torch.Tensor, box, margin: int = 2):
+    """Mean color of a 1-pixel column just left and right of a box."""
     x1, y1, x2, y2 = [int(round(float(v))) for v in box]
     cols = torch.cat([image[:, y1:y2, x1 - margin], image[:, y1:y2, x2 + margin]], dim=1)
     return cols.float().mean(dim=1).tolist()
@@ -62,14 +62,14 @@ def test_boxes_stay_on_persons_under_resize_and_flip(scene):
         h, w = image.shape[1:]
         scale_x, scale_y = w / 120, h / 80
         x1, y1, x2, y2 = 20 * scale_x, 10 * scale_y, 50 * scale_x, 70 * scale_y  # the red box
-        flipped = np.allclose(_inner_colour(image, [w - x2, y1, w - x1, y2]), RED, atol=12)
+        flipped = np.allclose(_inner_color(image, [w - x2, y1, w - x1, y2]), RED, atol=12)
         seen.add((h, flipped))
         expected = [w - x2, y1, w - x1, y2] if flipped else [x1, y1, x2, y2]
         np.testing.assert_allclose(inst["boxes"][0].numpy(), expected, rtol=1e-5)
         assert inst["pids"].tolist() == [7, -1] and inst["pids"].dtype == torch.int64
-        np.testing.assert_allclose(_inner_colour(image, inst["boxes"][0]), RED, atol=12)
-        np.testing.assert_allclose(_inner_colour(image, inst["boxes"][1]), GREEN, atol=12)
-        np.testing.assert_allclose(_ring_colour(image, inst["boxes"][0]), GRAY, atol=12)
+        np.testing.assert_allclose(_inner_color(image, inst["boxes"][0]), RED, atol=12)
+        np.testing.assert_allclose(_inner_color(image, inst["boxes"][1]), GREEN, atol=12)
+        np.testing.assert_allclose(_ring_color(image, inst["boxes"][0]), GRAY, atol=12)
         expected_embeddings = [[0.0, 1.0], [0.25, 0.75]] if flipped else [[1.0, 0.0], [0.5, 0.5]]
         assert inst["embeddings"].tolist() == expected_embeddings
         assert (out["height"], out["width"], out["image_id"]) == (80, 120, "scene.png")
@@ -82,7 +82,7 @@ def test_test_mode_and_config(scene):
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 40, 1000
     out = DatasetMapper.from_config(cfg, is_train=False)(scene)
     assert "instances" not in out and out["image"].shape == (3, 40, 60)
-    np.testing.assert_allclose(_inner_colour(out["image"], [10, 5, 25, 35], 1), RED, atol=12)
+    np.testing.assert_allclose(_inner_color(out["image"], [10, 5, 25, 35], 1), RED, atol=12)
     with_gt = DatasetMapper.from_config(cfg, is_train=False, with_instances=True)(scene)
     np.testing.assert_allclose(with_gt["instances"]["boxes"][0].numpy(), [10, 5, 25, 35])
 
@@ -107,7 +107,7 @@ def test_size_mismatch_is_reported(scene):
 def test_rgb_format_and_unreadable_images(scene, tmp_path):
     mapper = DatasetMapper(is_train=False, min_sizes=(80,), max_size=1000, image_format="RGB")
     image = mapper(scene)["image"]
-    assert _inner_colour(image, [20, 10, 50, 70]) == [255.0, 0.0, 0.0]  # red, now R first
+    assert _inner_color(image, [20, 10, 50, 70]) == [255.0, 0.0, 0.0]  # red, now R first
     missing = str(tmp_path / "gone.png")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"no PNG inside")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
+from psdiff.data.synthetic import write_cuhk_sysu, write_prw
 from psdiff.utils.errors import PsdiffError
 
 MAT_HEADER = 116  # scipy writes the creation time into the text header of a .mat file

@@ -14,7 +14,7 @@ from psdiff.data import get_search_split, get_train_dicts
 def written(tmp_path_factory):
     """A datasets root whose synthetic/ trees the command-line tool wrote."""
     root = tmp_path_factory.mktemp("root")
-    argv = ["--root", str(root / "synthetic"), "--train-images", "6", "--test-images", "8",
+    argv = ["--output-dir", str(root / "synthetic"), "--train-images", "6", "--test-images", "8",
             "--train-ids", "2", "--test-ids", "3", "--image-size", "60", "80",
             "--gallery-sizes", "6", "7", "--camera-scale", "0.3", "--seed", "1"]
     assert load_tool("make_synthetic").run(argv) == 0
@@ -30,7 +30,7 @@ def test_make_synthetic_writes_loadable_trees(written):
 
 
 def test_make_synthetic_bad_option_is_one_line(tmp_path, capsys):
-    argv = ["--root", str(tmp_path), "--format", "cuhk_sysu", "--gallery-sizes", "500"]
+    argv = ["--output-dir", str(tmp_path), "--format", "cuhk_sysu", "--gallery-sizes", "500"]
     assert load_tool("make_synthetic").run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: synthetic CUHK-SYSU") and err.count("\n") == 1
@@ -39,13 +39,14 @@ def test_make_synthetic_bad_option_is_one_line(tmp_path, capsys):
 def test_visualize_data(written, tmp_path):
     tool = load_tool("visualize_data")
     out = tmp_path / "vis"
-    assert tool.run(["--dataset", "synthetic_prw_test", "--root", written, "--num", "2",
-                     "--output-dir", str(out)]) == 0
+    assert tool.run(["--dataset", "synthetic_prw_test", "--num", "2", "--output-dir", str(out),
+                     "DATASETS.ROOT", written]) == 0
     names = sorted(os.listdir(out))
     assert len(names) == 4 and sum(n.startswith("query_") for n in names) == 2
-    assert tool.run(["--dataset", "synthetic_cuhk_sysu_train", "--root", written, "--num", "3",
-                     "--source", "dataloader", "--output-dir", str(tmp_path / "dl"),
-                     "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)"]) == 0
+    assert tool.run(["--source", "dataloader", "--num", "3", "--output-dir", str(tmp_path / "dl"),
+                     "DATASETS.ROOT", written, "DATASETS.TRAIN", "('synthetic_cuhk_sysu_train',)",
+                     "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+                     "INPUT.MIN_SIZE_TRAIN", "(48,)"]) == 0
     assert len(os.listdir(tmp_path / "dl")) == 3
 
 
@@ -73,7 +74,7 @@ def _tree(folder) -> dict:
 def test_make_synthetic_failing_late_leaves_no_half_written_tree(written, tmp_path, capsys):
     # each of the 2 test identities shows in more images than a gallery of 2 can hold: the
     # generator fails after rendering every image
-    argv = ["--root", str(tmp_path), "--format", "cuhk_sysu", "--train-images", "6",
+    argv = ["--output-dir", str(tmp_path), "--format", "cuhk_sysu", "--train-images", "6",
             "--test-images", "8", "--train-ids", "2", "--test-ids", "2", "--image-size", "60",
             "80", "--gallery-sizes", "2"]
     tool = load_tool("make_synthetic")

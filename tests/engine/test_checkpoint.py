@@ -178,7 +178,7 @@ class _Payload:
 def test_unsafe_or_missing_checkpoint_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": _Payload()}, path)
-    with pytest.raises(PsdiffError, match="cannot read checkpoint"):
+    with pytest.raises(PsdiffError, match="checkpoint: cannot read"):
         Checkpointer(ToyModel()).load(str(path))
-    with pytest.raises(PsdiffError, match="checkpoint not found"):
+    with pytest.raises(PsdiffError, match="checkpoint: no such file"):
         Checkpointer(ToyModel()).load(str(tmp_path / "absent.pth"))

@@ -95,7 +95,7 @@ def test_auto_scale_workers_by_hand(tmp_path):
 
 
 def test_eval_only_accepts_the_config_yaml_a_run_saved(tmp_path, capsys):
-    from psdiff.data.datasets.synthetic import write_cuhk_sysu
+    from psdiff.data.synthetic import write_cuhk_sysu
     from psdiff.engine import Checkpointer
     from psdiff.modeling import build_model
 

@@ -43,7 +43,7 @@ TILE = 341  # width of each summary tile: every image here is 3:4, scaled to hei
 
 
 def _scene(path, height, width, seed):
-    """Dark noise with three coloured rectangles ("persons"), written to `path`."""
+    """Dark noise with three colored rectangles ("persons"), written to `path`."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 40, (height, width, 3), dtype=np.uint8)
     for _ in range(3):
@@ -122,8 +122,8 @@ def _assert_same_ranking(hits, expected):
 
 def test_demo_ranks_every_detection_and_writes_pictures(run, tmp_path, capsys):
     out = tmp_path / "out"
-    assert demo.main(_argv(run, "--top-k", "1000", "--det-thresh", "0", "--output-dir",
-                           str(out))) == 0
+    assert demo.main(_argv(run, "--top-k", "1000", "--output-dir", str(out))
+                     + ["TEST.DET_THRESH_SEARCH", "0"]) == 0
     expected = _independent_detections(run)
     ranking = json.loads((out / "ranking.json").read_text())
     hits = ranking["hits"]
@@ -149,20 +149,22 @@ def test_demo_ranks_every_detection_and_writes_pictures(run, tmp_path, capsys):
 
 def test_demo_top_k_and_cws_match_the_independent_ranking(run, tmp_path):
     out = tmp_path / "out"
-    assert demo.main(_argv(run, "--top-k", "3", "--det-thresh", "0", "--cws", "--output-dir",
-                           str(out))) == 0
+    assert demo.main(_argv(run, "--top-k", "3", "--output-dir", str(out))
+                     + ["TEST.DET_THRESH_SEARCH", "0", "TEST.CWS", "True"]) == 0
     ranking = json.loads((out / "ranking.json").read_text())
     assert ranking["cws"] is True
     _assert_same_ranking(ranking["hits"], _independent_detections(run, cws=True)[:3])
     assert cv2.imread(str(out / "summary.jpg")).shape == (256, TILE * 4 + 6 * 3, 3)
 
 
-def test_demo_no_cws_overrides_the_config(run, tmp_path):
-    assert demo.parse_args(_argv(run)).cws is None  # None: TEST.CWS decides
+def test_demo_takes_cws_and_threshold_from_the_config(run, tmp_path):
+    assert not {"cws", "det_thresh"} & set(vars(demo.parse_args(_argv(run))))  # no flags
     out = tmp_path / "out"
-    argv = _argv(run, "--no-cws", "--top-k", "2", "--output-dir", str(out)) + ["TEST.CWS", "True"]
+    argv = _argv(run, "--top-k", "2", "--output-dir", str(out)) + [
+        "TEST.CWS", "True", "TEST.DET_THRESH_SEARCH", "1.01"]
     assert demo.main(argv) == 0
-    assert json.loads((out / "ranking.json").read_text())["cws"] is False
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["cws"] is True and ranking["det_thresh"] == 1.01 and ranking["hits"] == []
 
 
 def test_predictor_search_agrees_with_its_own_detect_and_embed_query(run):
@@ -196,7 +198,7 @@ def test_summary_marks_hits_without_ground_truth_orange(tmp_path):
     assert tuple(picture[50, 54 + 8]) == ORANGE  # left edge, below the text lines
 
 
-def test_draw_detections_colours_and_order():
+def test_draw_detections_colors_and_order():
     image = np.zeros((40, 60, 3), np.uint8)
     low, high = similarity_color(0.1), similarity_color(0.9)
     assert low[0] > low[2] and high[2] > high[0]  # JET: blue for low, red for high
@@ -242,8 +244,8 @@ def test_unreadable_gallery_images_are_skipped_and_counted(run, tmp_path, capsys
     (gallery / "bb_half.png").write_bytes(open(gallery / "b.png", "rb").read()[:40])
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
-        assert demo.main(_argv(run, "--top-k", "1000", "--det-thresh", "0", "--output-dir",
-                               str(out), gallery=gallery)) == 0
+        assert demo.main(_argv(run, "--top-k", "1000", "--output-dir", str(out),
+                               gallery=gallery) + ["TEST.DET_THRESH_SEARCH", "0"]) == 0
     for name in ("0_broken.jpg", "bb_half.png"):
         assert f"skipped gallery image: cannot read image {gallery / name}" in caplog.text
     summary = capsys.readouterr().out.splitlines()[-1]

@@ -9,7 +9,7 @@ import torch
 from tiny_config import train_net_argv, write_e0_cache
 from tools_loader import load_tool
 
-from psdiff.data.datasets.synthetic import write_cuhk_sysu
+from psdiff.data.synthetic import write_cuhk_sysu
 from psdiff.engine import load_checkpoint_file
 
 MAX_ITER = 6  # train_net_argv's schedule; a checkpoint after every iteration

@@ -7,7 +7,7 @@ from psdiff.evaluation.detection import eval_detection
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import GalleryRows, Predictions
 from psdiff.evaluation.ranking import average_precision
-from psdiff.evaluation.search import eval_search_cuhk, eval_search_prw
+from psdiff.evaluation.search import eval_search
 
 NAN4 = [np.nan] * 4
 
@@ -73,7 +73,6 @@ def test_detection_by_hand():
 
 def test_search_by_hand():
     rows = make_rows()
-    names = ["A.jpg", "B.jpg", "C.jpg"]
     queries = [
         # q1 = [1, 0], pid 1 in A and B. Sims: d1 .6, d2 .8, d3 .7, d4 .9, d5 .5. In B, d4 (sim
         # .9) passes IoU 0.5 >= min(0.5, 800/1500) and beats d3: d4 is B's positive, d3 a
@@ -89,7 +88,7 @@ def test_search_by_hand():
         cuhk_query("q3.jpg", [0, 0, 5, 5], [("A.jpg", None), ("B.jpg", None)]),
     ]
     query_embeddings = np.asarray([[1, 0], [0, 1], [1, 1]], np.float32)
-    result = eval_search_cuhk(rows, query_embeddings, names, queries)
+    result = eval_search(rows, query_embeddings, "cuhk_sysu", GALLERY, queries)
     np.testing.assert_allclose(result.ap, [0.75, 0.125, 0.0])
     np.testing.assert_array_equal(result.hits, [[1, 1, 1], [0, 1, 1], [0, 0, 0]])
     np.testing.assert_array_equal(result.count_gt, [2, 2, 0])
@@ -107,8 +106,7 @@ def test_search_duplicates_and_images_without_detections():
     query = cuhk_query("q1.jpg", [0, 0, 5, 5], [
         ("A.jpg", [0, 0, 10, 20]), ("B.jpg", [100, 100, 120, 140]),
         ("B.jpg", [100, 100, 120, 140]), ("C.jpg", None)])
-    result = eval_search_cuhk(rows, np.asarray([[1, 0]], np.float32),
-                              ["A.jpg", "B.jpg", "C.jpg"], [query])
+    result = eval_search(rows, np.asarray([[1, 0]], np.float32), "cuhk_sysu", GALLERY, [query])
     assert result.ap[0] == pytest.approx(0.5)
     assert result.count_gt[0] == 3 and result.count_tp[0] == 2
 
@@ -118,8 +116,8 @@ def test_query_image_is_never_in_its_own_gallery():
     # B (d3 .7, d4 .9 positive) and C (d5 .5) -> AP 1 with count_gt 1.
     query = cuhk_query("A.jpg", [0, 0, 10, 20], [("A.jpg", [0, 0, 10, 20]),
                                                  ("B.jpg", [100, 100, 120, 140]), ("C.jpg", None)])
-    result = eval_search_cuhk(make_rows(), np.asarray([[1, 0]], np.float32),
-                              ["A.jpg", "B.jpg", "C.jpg"], [query])
+    result = eval_search(make_rows(), np.asarray([[1, 0]], np.float32), "cuhk_sysu", GALLERY,
+                         [query])
     assert result.ap[0] == 1.0 and result.count_gt[0] == 1
 
 
@@ -139,14 +137,14 @@ def test_ties():
                                                         ("B.jpg", [0, 0, 10, 20])])
     positive_first = cuhk_query("q.jpg", [0, 0, 1, 1], [("B.jpg", [0, 0, 10, 20]),
                                                         ("A.jpg", None)])
-    result = eval_search_cuhk(rows, query_embeddings, ["A.jpg", "B.jpg"],
-                              [negative_first, positive_first])
+    result = eval_search(rows, query_embeddings, "cuhk_sysu", GALLERY[:2],
+                         [negative_first, positive_first])
     np.testing.assert_array_equal(result.hits[:, 0], [False, True])
     np.testing.assert_allclose(result.ap, [0.5, 0.5])  # one threshold holding 1 P of 2 rows
 
 
 def test_float32_threshold():
-    # a float32 score of 0.7 is below 0.7 in float64 but passes `>= 0.7` in float32 (3.5.5).
+    # a float32 score of 0.7 is below 0.7 in float64 but passes `>= 0.7` in float32 (protocol §3.6).
     dets = [("A", [0, 0, 10, 20], 0.7, [1.0, 0.0])]
     rows = make_rows(dets, images="A")
     gallery = [{"image_id": "A.jpg", "annotations": [{"bbox": [0, 0, 10, 20], "pid": 1}]}]
@@ -159,21 +157,21 @@ def test_prw_camera_rule():
     # pid 1 queried from A (camera 1): A is the query frame, so its pid-1 box is no positive.
     # Gallery B, C: d4 .9 P (B's positive, as in the CUHK case), d3 .7, d5 .5 -> AP 1.
     query = {"image_id": "A.jpg", "bbox": [0, 0, 10, 20], "pid": 1, "cam_id": 1}
-    result = eval_search_prw(rows, q, GALLERY, [query], ignore_cam_id=True)
+    result = eval_search(rows, q, "prw", GALLERY, [query], ignore_cam_id=True)
     assert result.ap[0] == pytest.approx(1.0) and result.count_gt[0] == 1
     # pid 2 queried from C (camera 1). ignore_cam_id: gallery A, B; A's positive is d2 (.8),
     # ranked after d4 (.9) -> AP 1/2, top1 miss, top5 hit. Cross-camera: the gallery is B alone
     # (A shares camera 1), which lacks pid 2 -> AP 0 and the query is counted, no crash.
     query = {"image_id": "C.jpg", "bbox": [200, 200, 230, 260], "pid": 2, "cam_id": 1}
-    result = eval_search_prw(rows, q, GALLERY, [query], ignore_cam_id=True)
+    result = eval_search(rows, q, "prw", GALLERY, [query], ignore_cam_id=True)
     assert result.ap[0] == pytest.approx(0.5)
     np.testing.assert_array_equal(result.hits[0], [False, True, True])
-    result = eval_search_prw(rows, q, GALLERY, [query], ignore_cam_id=False)
+    result = eval_search(rows, q, "prw", GALLERY, [query], ignore_cam_id=False)
     assert result.ap[0] == 0.0 and result.count_gt[0] == 0
     # pid 2 queried from B (camera 2), cross-camera: gallery A, C (both camera 1). Positives A
     # (d2 .8, found) and C (missed): d2 .8 P, d1 .6, d5 .5 -> precision 1, recall 1/2 -> AP 0.5.
     query = {"image_id": "B.jpg", "bbox": [0, 0, 1, 1], "pid": 2, "cam_id": 2}
-    result = eval_search_prw(rows, q, GALLERY, [query], ignore_cam_id=False)
+    result = eval_search(rows, q, "prw", GALLERY, [query], ignore_cam_id=False)
     assert result.ap[0] == pytest.approx(0.5) and result.count_gt[0] == 2
 
 

@@ -11,7 +11,7 @@ from eval_oracle import OracleModel, evaluate_and_dump, make_cfg, oracle_for
 from tools_loader import load_tool
 
 from psdiff.data import get_search_split
-from psdiff.data.datasets.synthetic import write_cuhk_sysu, write_prw
+from psdiff.data.synthetic import write_cuhk_sysu, write_prw
 from psdiff.engine import launch
 from psdiff.evaluation import (
     PersonSearchEvaluator,
@@ -67,7 +67,8 @@ def test_noisy_oracle_recomputed_from_file_and_on_two_ranks(root, tmp_path, caps
     assert 0 < one_rank["search@10/mAP"] < 1 and 0 < one_rank["det/AP"] < 1
 
     path = str(tmp_path / "one" / "inference" / CUHK / "predictions.npz")
-    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "--root", root]) == 0
+    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK,
+                               "DATASETS.ROOT", root]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == one_rank
     # an override changes the protocol: CWS scales similarities by the detection score
     evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "TEST.CWS", "True"])
@@ -76,7 +77,7 @@ def test_noisy_oracle_recomputed_from_file_and_on_two_ranks(root, tmp_path, caps
     # the search-result picture of query 0 from the same file: k tiles of the ranking
     picture = str(tmp_path / "query0.png")
     assert plot_results.main(["search-result", "--predictions", path, "--dataset", CUHK,
-                              "--root", root, "--k", "3", "--out", picture]) == 0
+                              "--top-k", "3", "--out", picture, "DATASETS.ROOT", root]) == 0
     hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(hits) == 3 and hits[0]["similarity"] >= hits[1]["similarity"]
     assert cv2.imread(picture).shape[0] == 256
@@ -98,7 +99,8 @@ def test_evaluate_tool_rejects_a_mismatched_file(root, tmp_path, capsys):
     evaluate(cfg, oracle_for(cfg, PRW, 0.0, 0.0), PRW)
     path = str(tmp_path / "inference" / PRW / "predictions.npz")
     capsys.readouterr()
-    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK, "--root", root]) == 2
+    assert evaluate_tool.main(["--predictions", path, "--dataset", CUHK,
+                               "DATASETS.ROOT", root]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and len(error.splitlines()) == 1
     # both datasets are named: the one the file was made on and the one asked for
@@ -248,5 +250,6 @@ def test_real_model_through_the_evaluator(root, tmp_path, capsys, dataset):
     assert predictions.gallery_embeddings.shape[1] == predictions.query_embeddings.shape[1] == 16
     np.testing.assert_allclose(np.linalg.norm(predictions.query_embeddings, axis=1), 1, atol=1e-5)
     capsys.readouterr()
-    assert evaluate_tool.main(["--predictions", path, "--dataset", dataset, "--root", root]) == 0
+    assert evaluate_tool.main(["--predictions", path, "--dataset", dataset,
+                               "DATASETS.ROOT", root]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics

@@ -213,7 +213,7 @@ def test_flatten_pooling_knows_where_each_bin_lies():
 
 
 def test_part_pooling_tells_top_from_bottom():
-    # EMB_PARTS: two boxes with the same colours, swapped between top and bottom halves, get
+    # EMB_PARTS: two boxes with the same colors, swapped between top and bottom halves, get
     # the same embedding from the mean-pooled head and different ones with stripes
     features, boxes, embs, t = random_inputs(batch=1, num_boxes=2)
     level = [torch.zeros_like(f) for f in features]

@@ -1,7 +1,7 @@
 """PSDiff end to end on a tiny ResNet-18 config: training step, one-batch fit, Algorithm 2,
 query embeddings, the synthetic CUHK-SYSU files through the real loaders, analyze_model.py.
 
-Most tests feed small generated scenes (coloured "persons" on dark noise) as model input dicts
+Most tests feed small generated scenes (colored "persons" on dark noise) as model input dicts
 in the mapper's format; one runs generated dataset files through loader and mapper.
 """
 
@@ -18,7 +18,7 @@ from torchvision.ops import box_iou
 
 from psdiff.data import DatasetMapper, build_test_loader, build_train_loader
 from psdiff.data.datasets import load_cuhk_sysu
-from psdiff.data.datasets.synthetic import write_cuhk_sysu
+from psdiff.data.synthetic import write_cuhk_sysu
 from psdiff.modeling import build_model
 from psdiff.modeling.attention import MultiHeadAttention
 from psdiff.utils.errors import PsdiffError
@@ -252,7 +252,8 @@ def test_attention_flops_counted_as_by_hand():
 
 def test_analyze_model_tool_reports_parameters_and_flops(capsys):
     tool = load_tool("analyze_model")
-    tool.main(tool.parse_args(["--steps", "1", "3", "--size", "64", "64", *TINY_OVERRIDES]))
+    tool.main(tool.parse_args(["--steps", "1", "3", "--size", "64", "64", *TINY_OVERRIDES,
+                               "MODEL.DEVICE", "cpu"]))
     lines = capsys.readouterr().out.splitlines()
     total = next(line for line in lines if line.startswith("total")).split()[-1]
     assert int(total.replace(",", "")) == sum(p.numel() for p in tiny_model().parameters())

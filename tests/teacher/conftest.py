@@ -2,7 +2,7 @@
 
 import pytest
 
-from psdiff.data.datasets.synthetic import write_cuhk_sysu
+from psdiff.data.synthetic import write_cuhk_sysu
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,11 @@ import torch
 from teacher_helpers import CONFIG, tiny_cfg
 from tools_loader import load_tool
 
+from psdiff.data.build import build_train_loader, load_train_dicts
 from psdiff.data.catalog import get_train_dicts
+from psdiff.data.teacher_targets import attach_targets_from_config, load_targets
 from psdiff.teacher.model import TeacherModel
 from psdiff.teacher.network import load_teacher
-from psdiff.teacher.targets import attach_targets_from_config, load_targets
 from psdiff.utils.errors import PsdiffError
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -72,6 +73,21 @@ def test_e0_is_the_embedding_of_the_right_crop_and_its_flip(built):
             checked += 1
     assert checked >= 6
     assert "embedding" not in dicts[0]["annotations"][0]  # the input dicts are left untouched
+
+
+def test_train_loader_carries_e0_exactly_when_teacher_cache_is_set(built):
+    cfg, _ = built
+    cfg = cfg.clone()
+    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+                         "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96"])
+    cached = {d["image_id"]: d for d in attach_targets_from_config(cfg, load_train_dicts(cfg))}
+    for x in next(iter(build_train_loader(cfg))):
+        annotations = cached[x["image_id"]]["annotations"]
+        e0 = x["instances"]["embeddings"].numpy()
+        assert any(np.array_equal(e0, np.stack([a[key] for a in annotations]))
+                   for key in ("embedding", "embedding_flip"))
+    cfg.merge_from_list(["TEACHER.CACHE", ""])
+    assert all("embeddings" not in x["instances"] for x in next(iter(build_train_loader(cfg))))
 
 
 def test_cache_of_other_dataset_or_teacher_is_refused(built, teacher_datasets_root):

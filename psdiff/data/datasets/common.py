@@ -8,16 +8,16 @@ import logging
 import os
 import struct
 
-import cv2
 import numpy as np
 import scipy.io
 
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image
 
 logger = logging.getLogger(__name__)
 
 README_HINT = "see datasets/README.md for the expected tree"
-# A tree written by psdiff.data.datasets.synthetic holds this file; its counts are not checked.
+# A tree written by psdiff.data.synthetic holds this file; its counts are not checked.
 SYNTHETIC_MARKER = "psdiff_synthetic.json"
 
 # JPEG start-of-frame markers (they carry the image size); C4, C8 and CC are not frames.
@@ -200,10 +200,10 @@ def image_size(path: str, named_in: str) -> tuple:
     with open(path, "rb") as f:
         size = _jpeg_size(f)
     if size is None or 0 in size:
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if image is None:
+        try:
+            size = read_image(path).shape[:2]
+        except PsdiffError:
             raise PsdiffError(f"cannot read image {path} named in {named_in}; {README_HINT}")
-        size = image.shape[:2]
     return int(size[0]), int(size[1])
 
 

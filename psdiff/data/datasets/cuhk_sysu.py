@@ -29,6 +29,8 @@ import numpy as np
 
 from psdiff.utils.errors import PsdiffError
 
+from ..catalog import register_dataset
+from ..protocol import QueryGallery, SearchProtocol, gallery_size_key
 from .common import (
     README_HINT,
     MatRecord,
@@ -265,7 +267,7 @@ def _load_queries(root: str, gallery_size: int) -> list:
                 f"{_query_entry(gallery_record)[0]} in TestG{gallery_size}.mat"
             )
         entries = _gallery_entries(gallery_record)
-        if gallery_size == -1:  # Sec. 3.2 step 8: every other pool image joins as a negative
+        if gallery_size == -1:  # every other pool image joins as a negative (protocol §3.4)
             listed = {n for n, _ in entries} | {name}
             entries += [(n, None) for n in pool if n not in listed]
         nan_box = np.full(4, np.nan, dtype=np.float32)
@@ -297,3 +299,54 @@ def load_cuhk_sysu(root: str, split: str, gallery_size: int = 100) -> list:
     if split == "query":
         return _load_queries(root, gallery_size)
     return _load_images(root, split)
+
+
+class CUHKSYSUProtocol(SearchProtocol):
+    """CUHK-SYSU: each query's gallery is listed by TestG<N>.mat; scored at every gallery size
+    of TEST.GALLERY_SIZES the tree has (docs/datasets-and-evaluation.md §3.4)."""
+
+    name = "cuhk_sysu"
+
+    def load(self, folder: str, split: str, gallery_size: int) -> list:
+        return load_cuhk_sysu(folder, split, gallery_size)
+
+    def query_galleries(self, gallery: list, queries: list, ignore_cam_id: bool = True):
+        """Query i's listed images (`gallery_ids`, its own image dropped should a list name it:
+        it is never part of its own gallery) and GT boxes (`gallery_boxes`); no cameras."""
+        index = {record["image_id"]: i for i, record in enumerate(gallery)}
+
+        def query_gallery(i: int) -> QueryGallery:
+            query = queries[i]
+            try:
+                images = np.fromiter((index[n] for n in query["gallery_ids"]), np.int64)
+            except KeyError as e:
+                raise PsdiffError(f"query {i} ({query['image_id']}) lists gallery image {e} "
+                                  "that is not in the gallery split")
+            keep = images != index.get(query["image_id"], -1)
+            gt_boxes = np.asarray(query["gallery_boxes"], np.float64).reshape(-1, 4)
+            return QueryGallery(images[keep], gt_boxes[keep])
+
+        return query_gallery
+
+    def search_settings(self, queries, load_queries, gallery_size: int, gallery_sizes) -> list:
+        """The headline size (`search/...`) first, then each of `gallery_sizes` (`search@N/...`);
+        a size that is both is ranked once."""
+        settings = []
+        for size in dict.fromkeys([gallery_size, *gallery_sizes]):
+            prefixes = (("search",) if size == gallery_size else ()) + \
+                ((gallery_size_key(size),) if size in gallery_sizes else ())
+            settings.append((prefixes, queries if size == gallery_size else load_queries(size)))
+        return settings
+
+    def supported_gallery_sizes(self, folder: str, requested) -> list:
+        """The sizes with a TestG<N>.mat in the tree, and -1; small synthetic trees lack the large
+        ones, which are skipped with a warning."""
+        present = set(available_gallery_sizes(folder)) | {-1}
+        if set(requested) - present:
+            logger.warning("%s has no protocol file for gallery sizes %s; skipped", folder,
+                           sorted(set(requested) - present))
+        return [size for size in requested if size in present]
+
+
+CUHK_SYSU = CUHKSYSUProtocol()
+register_dataset("cuhk_sysu", "CUHK-SYSU", CUHK_SYSU)

@@ -24,11 +24,14 @@ are what the train frames hold), so 483 is what the check expects.
 import logging
 import os
 import re
+from collections import defaultdict
 
 import numpy as np
 
 from psdiff.utils.errors import PsdiffError
 
+from ..catalog import register_dataset
+from ..protocol import QueryGallery, SearchProtocol
 from .common import (
     README_HINT,
     check_counts,
@@ -167,3 +170,44 @@ def load_prw(root: str, split: str) -> list:
     if split == "query":
         return _load_queries(root)
     return _load_frames(root, split)
+
+
+class PRWProtocol(SearchProtocol):
+    """PRW: the gallery is every test frame but the query's (docs/datasets-and-evaluation.md
+    §3.5)."""
+
+    name = "prw"
+
+    def load(self, folder: str, split: str, gallery_size: int) -> list:
+        return load_prw(folder, split)
+
+    def query_galleries(self, gallery: list, queries: list, ignore_cam_id: bool = True):
+        """All test frames but the query frame (`ignore_cam_id` False: frames of other cameras
+        only); the positives are the frames holding the query pid, with the first box of that
+        pid there as ground truth."""
+        index = {record["image_id"]: i for i, record in enumerate(gallery)}
+        cams = np.asarray([record.get("cam_id", -1) for record in gallery])
+        occurrences = defaultdict(list)  # pid -> [(frame index, first box of the pid there)]
+        for i, record in enumerate(gallery):
+            seen = set()
+            for a in record["annotations"]:
+                if a["pid"] != -1 and a["pid"] not in seen:
+                    seen.add(a["pid"])
+                    occurrences[a["pid"]].append((i, a["bbox"]))
+
+        def query_gallery(i: int) -> QueryGallery:
+            query = queries[i]
+            keep = np.arange(len(gallery)) != index.get(query["image_id"], -1)
+            if not ignore_cam_id:
+                keep &= cams != query["cam_id"]
+            gt_boxes = np.full((len(gallery), 4), np.nan)
+            for frame, box in occurrences.get(query["pid"], []):
+                gt_boxes[frame] = box
+            images = np.flatnonzero(keep)
+            return QueryGallery(images, gt_boxes[images])
+
+        return query_gallery
+
+
+PRW = PRWProtocol()
+register_dataset("prw", "PRW", PRW)

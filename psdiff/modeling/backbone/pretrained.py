@@ -19,6 +19,7 @@ from torch import nn
 
 from psdiff.utils import comm
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.weights import load_pth
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,7 @@ def warn_random_init(key: str, weights_name: str) -> None:
 
 def _read_state_dict(path: str, key: str) -> dict:
     """The tensors of a `.pth` file, or a PsdiffError naming the config `key` and the path."""
-    if not os.path.isfile(path):
-        raise PsdiffError(f"{key}: no such file: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling or zip error means the same thing to the user
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise PsdiffError(f"{key}: cannot read {path}: {reason}")
+    state = load_pth(path, key)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PsdiffError(f"{key}: {path} is not a state_dict of tensors")
     return state

@@ -1,4 +1,5 @@
-"""The e0 cache: the teacher's embedding of every training box, original and flipped (Eq. 11).
+"""PSDiff's embedding targets e0 (Eq. 11): the cache file of the teacher's embedding of every
+training box, original and flipped, read back and attached to the training dicts.
 
 PSDiff regresses (and denoises towards) e0 = Teacher(S, b0). A frozen teacher inside the
 training loop would add about 3-6% to an iteration; the cache adds nothing measurable, crops the
@@ -16,7 +17,9 @@ Loading checks the file against the dataset (its name, then every image and box)
 teacher (a hash of its weights), checks that every box and e0 is finite, and refuses a mismatch
 or a NaN with one line naming the image. `attach_targets` copies e0 into the dataset dicts as
 each annotation's "embedding" / "embedding_flip", which the data mapper turns into
-`instances["embeddings"]` (the flipped one when it flips the image).
+`instances["embeddings"]` (the flipped one when it flips the image). The training loader does
+this whenever TEACHER.CACHE is set; the teacher package writes the file
+(`psdiff.teacher.inference.build_targets`) with `save_targets`.
 """
 
 import copy
@@ -32,15 +35,14 @@ import torch
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.finite import first_non_finite_row, first_non_finite_value, owner_of_row
 from psdiff.utils.io import atomic_write
-
-from .inference import dataset_jobs, embed_boxes
-from .network import load_network_state
+from psdiff.utils.weights import load_pth, strip_ddp_prefix
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "psdiff-teacher-targets-v1"
 CACHE_ARRAYS = ("image_ids", "offsets", "boxes", "embeddings", "embeddings_flip")
 BOX_TOLERANCE = 1e-3  # pixels; cached boxes are float32 copies of the dataset's
+_NETWORK_PARTS = ("body.", "pool.", "head.", "neck.")  # ReIDNetwork's modules (teacher/network.py)
 
 
 def teacher_fingerprint(state_dict: dict) -> str:
@@ -53,27 +55,20 @@ def teacher_fingerprint(state_dict: dict) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_targets(network, dataset_dicts, dataset_name: str, size, device="cpu",
-                  num_workers: int = 0) -> dict:
-    """Run the frozen teacher on every box of every image, unflipped and flipped."""
-    jobs = dataset_jobs(dataset_dicts)
-    emb = embed_boxes(network, jobs, size, device, num_workers=num_workers, desc="e0")
-    emb_flip = embed_boxes(network, jobs, size, device, num_workers=num_workers, flip=True,
-                           desc="e0 flipped")
-    counts = [len(d["annotations"]) for d in dataset_dicts]
-    dim = network.emb_dim
-    meta = {"format": CACHE_FORMAT, "dataset": dataset_name,
-            "teacher_fingerprint": teacher_fingerprint(network.state_dict()),
-            "emb_dim": dim, "input_size": list(size)}
-    return {
-        "image_ids": np.array([d["image_id"] for d in dataset_dicts]),
-        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        "boxes": np.array([a["bbox"] for d in dataset_dicts for a in d["annotations"]],
-                          dtype=np.float32).reshape(-1, 4),
-        "embeddings": np.concatenate(emb + [np.zeros((0, dim), np.float32)]),
-        "embeddings_flip": np.concatenate(emb_flip + [np.zeros((0, dim), np.float32)]),
-        "meta": json.dumps(meta),
-    }
+def load_network_state(path: str) -> dict:
+    """The teacher network's weights in a checkpoint of tools/train_teacher.py (TeacherModel's
+    `network.*` entries), or a bare ReIDNetwork state_dict; anything else is a one-line error.
+
+    The fingerprint of these weights names the teacher that built a cache, so the cache's reader
+    and `psdiff.teacher.network.load_teacher` read them the same way.
+    """
+    state = load_pth(path, "TEACHER.WEIGHTS")
+    state = strip_ddp_prefix(state.get("model", state) if isinstance(state, dict) else {})
+    network = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
+    network = network or {k: v for k, v in state.items() if k.startswith(_NETWORK_PARTS)}
+    if not network:
+        raise PsdiffError(f"TEACHER.WEIGHTS {path} holds no teacher network weights")
+    return network
 
 
 def save_targets(path: str, cache: dict) -> None:
@@ -165,15 +160,12 @@ def checkpoint_fingerprint(path: str) -> str:
 
 
 def attach_targets_from_config(cfg, dataset_dicts, dataset_name: str = None) -> list:
-    """The PSDiff train loader's entry point: load cfg.TEACHER.CACHE, validate it, attach e0.
+    """What the training loader does when TEACHER.CACHE is set: load it, validate it, attach e0.
 
     The cache must match the dataset (by default named "+".join(cfg.DATASETS.TRAIN)) and, when
     cfg.TEACHER.WEIGHTS is set, that teacher.
     """
     dataset_name = dataset_name or "+".join(cfg.DATASETS.TRAIN)
-    if not cfg.TEACHER.CACHE:
-        raise PsdiffError("TEACHER.CACHE is empty: PSDiff training needs e0 targets; build them "
-                          "with tools/build_targets.py")
     teacher = checkpoint_fingerprint(cfg.TEACHER.WEIGHTS) if cfg.TEACHER.WEIGHTS else None
     cache = load_targets(cfg.TEACHER.CACHE, dataset_name, teacher)
     if cache["meta"]["emb_dim"] != cfg.MODEL.PSDIFF.EMB_DIM:

@@ -1,8 +1,9 @@
 """Synthetic person-search benchmark, written in the exact on-disk formats of CUHK-SYSU and PRW.
 
 The real datasets cannot be downloaded here, so the demo and the tests use this generator; the
-real loaders (`cuhk_sysu.py`, `prw.py`) read its output, which proves them on the formats. The
-output is a pure function of the options and `seed` (each image has its own random stream).
+real loaders (psdiff/data/datasets: `cuhk_sysu.py`, `prw.py`) read its output, which proves them
+on the formats. The output is a pure function of the options and `seed` (each image has its own
+random stream).
 
 * CUHK-SYSU (`write_cuhk_sysu`): `Image/SSM/s<k>.jpg` (k a random permutation, so string and
   numeric order differ), `annotation/{Images,Person,pool}.mat`, `annotation/test/train_test/
@@ -37,10 +38,11 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
+from psdiff.data.datasets.common import SYNTHETIC_MARKER
 from psdiff.utils.errors import PsdiffError
+from psdiff.utils.image import read_image, write_image
 from psdiff.utils.io import remove_stale_temporaries
 
-from .common import SYNTHETIC_MARKER
 from .scenes import random_appearance, render_background, render_scene
 
 CUHK_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
@@ -164,9 +166,8 @@ def _with_unlabeled(rng, labeled: list, unlabeled_range: tuple, unlabeled_id) ->
 
 
 def _write_jpeg(path: str, image: np.ndarray) -> None:
-    """Write a JPEG, creating its folder."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    """Write a JPEG at the generator's quality."""
+    write_image(path, image, (cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY))
 
 
 def _save_mat(path: str, variables: dict) -> None:
@@ -264,7 +265,8 @@ def _write_cuhk_annotations(root: str, gt: GroundTruth) -> None:
         records = []
         for (identity, name, box), gallery in zip(gt.queries, galleries):
             query = _struct(query_fields, [(name, _xywh(box), _scalar(0), identity)])
-            # Images without the query person have an empty 1x0 idlocate (Sec. 1.2 of the notes).
+            # Images without the query person have an empty 1x0 idlocate
+            # (docs/datasets-and-evaluation.md §1.2).
             entries = [
                 (n, _xywh(b) if b is not None else np.zeros((1, 0)), _scalar(0)) for n, b in gallery
             ]
@@ -371,7 +373,7 @@ def _write_prw_files(root: str, gt: GroundTruth) -> None:
         for pid, name, (x, y, w, h) in gt.queries:
             f.write(f"{pid} {x:.2f} {y:.2f} {w:.2f} {h:.2f} {name[:-4]}\r\n".encode())
     for pid, name, (x, y, w, h) in gt.queries:
-        frame = cv2.imread(os.path.join(root, "frames", name))
+        frame = read_image(os.path.join(root, "frames", name))
         x1, y1 = max(int(x), 0), max(int(y), 0)
         crop = frame[y1 : max(int(y + h), y1 + 1), x1 : max(int(x + w), x1 + 1)]
         _write_jpeg(os.path.join(root, "query_box", f"{pid}_{name}"), crop)

@@ -1,12 +1,12 @@
 """Procedural scenes for the synthetic benchmark: textured backgrounds, clutter and persons.
 
-An identity's look (clothing colours and pattern, skin, hair, proportions, accessories) is fixed
+An identity's look (clothing colors and pattern, skin, hair, proportions, accessories) is fixed
 in an `Appearance`; every time it is drawn, its scale, position, pose (stride, arm swing, facing)
-and lighting change. Colours come from small palettes, so two identities often share a shirt or
-trousers colour and only the combination (with pattern and accessories) tells them apart: a
+and lighting change. Colors come from small palettes, so two identities often share a shirt or
+trousers color and only the combination (with pattern and accessories) tells them apart: a
 re-identification model has to learn it. Backgrounds are textured and hold person-sized clutter
-(poles, sign posts, bins, cars, blobs in clothing colours) and occluders, so detection has to
-learn the person shape, not just "something coloured".
+(poles, sign posts, bins, cars, blobs in clothing colors) and occluders, so detection has to
+learn the person shape, not just "something colored".
 """
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# BGR palettes: clothes are drawn from a few named colours so that identities collide on single
+# BGR palettes: clothes are drawn from a few named colors so that identities collide on single
 # attributes; skin and hair have their own ranges.
 CLOTHES = (
     (40, 40, 200), (200, 60, 40), (40, 160, 40), (30, 200, 230), (230, 230, 230), (35, 35, 35),
@@ -30,7 +30,7 @@ class Appearance:
     """What stays fixed for one identity across all of its appearances."""
 
     shirt: tuple
-    shirt_alt: tuple  # second colour of the shirt pattern
+    shirt_alt: tuple  # second color of the shirt pattern
     pattern: str  # one of PATTERNS
     period: float  # stripe / check period as a fraction of the torso height
     pants: tuple
@@ -40,12 +40,12 @@ class Appearance:
     width_ratio: float  # box width / box height when standing still
     leg_ratio: float  # legs as a fraction of the body height
     head_ratio: float  # head as a fraction of the body height
-    hat: tuple  # hat colour, or () for none
-    bag: tuple  # bag colour, or () for none
+    hat: tuple  # hat color, or () for none
+    bag: tuple  # bag color, or () for none
 
 
 def _pick(rng: np.random.Generator, palette: tuple) -> tuple:
-    """One colour of a palette, slightly jittered so equal names are not equal pixels."""
+    """One color of a palette, slightly jittered so equal names are not equal pixels."""
     base = np.asarray(palette[rng.integers(len(palette))], dtype=np.float64)
     return tuple(int(v) for v in np.clip(base + rng.normal(0, 8, 3), 0, 255))
 
@@ -119,8 +119,8 @@ def render_person(appearance: Appearance, height: int, width: int, stride: float
     thick_leg = max(2, int(round(0.16 * w)))
     thick_arm = max(2, int(round(0.1 * w)))
 
-    def shape(draw, colour, *args, thickness=-1):  # the same shape on the patch and the mask
-        draw(patch, *args, color=colour, thickness=thickness)
+    def shape(draw, color, *args, thickness=-1):  # the same shape on the patch and the mask
+        draw(patch, *args, color=color, thickness=thickness)
         draw(mask, *args, color=255, thickness=thickness)
 
     def pt(x, y):
@@ -204,8 +204,8 @@ def render_background(rng: np.random.Generator, height: int, width: int) -> np.n
     x = int(rng.integers(-20, 0))
     while x < w:  # a row of buildings on the horizon
         bw, bh = int(rng.integers(w // 10, w // 3)), int(rng.integers(horizon // 3, horizon + 1))
-        colour = tuple(int(v) for v in rng.uniform(40, 220, 3))
-        cv2.rectangle(image, (x, horizon - bh), (x + bw, horizon), colour, -1)
+        color = tuple(int(v) for v in rng.uniform(40, 220, 3))
+        cv2.rectangle(image, (x, horizon - bh), (x + bw, horizon), color, -1)
         step = max(4, bw // 5)
         window = tuple(int(v) for v in rng.uniform(20, 255, 3))
         for wx in range(x + step // 2, x + bw - step // 2, step):
@@ -214,8 +214,8 @@ def render_background(rng: np.random.Generator, height: int, width: int) -> np.n
         x += bw + int(rng.integers(0, w // 8))
     for _ in range(int(rng.integers(2, 7))):  # paving lines, converging to the horizon
         bottom = int(rng.integers(-w, 2 * w))
-        colour = tuple(int(v) for v in rng.uniform(60, 230, 3))
-        cv2.line(image, (bottom, h), (w // 2 + (bottom - w // 2) // 6, horizon), colour, 1)
+        color = tuple(int(v) for v in rng.uniform(60, 230, 3))
+        cv2.line(image, (bottom, h), (w // 2 + (bottom - w // 2) // 6, horizon), color, 1)
     for _ in range(int(rng.integers(0, 3))):  # trees
         tx, ty = int(rng.integers(0, w)), horizon - int(rng.integers(0, horizon // 2 + 1))
         axes = (int(rng.integers(6, w // 8 + 7)), int(rng.integers(6, h // 6 + 7)))
@@ -226,29 +226,29 @@ def render_background(rng: np.random.Generator, height: int, width: int) -> np.n
 
 def draw_clutter(image: np.ndarray, rng: np.random.Generator, count: int, height_range) -> None:
     """Person-sized distractors: poles, sign posts (a head-like disc on a stick), bins, cars and
-    upright blobs in clothing colours, so that colour alone does not make a person."""
+    upright blobs in clothing colors, so that color alone does not make a person."""
     h, w = image.shape[:2]
     for _ in range(count):
         size = int(rng.uniform(*height_range))
         x, bottom = int(rng.integers(0, w)), int(rng.integers(h // 2, h + 1))
-        colour = _pick(rng, CLOTHES)
+        color = _pick(rng, CLOTHES)
         kind = rng.integers(5)
         if kind == 0:  # pole
-            cv2.rectangle(image, (x, bottom - size), (x + max(2, size // 25), bottom), colour, -1)
+            cv2.rectangle(image, (x, bottom - size), (x + max(2, size // 25), bottom), color, -1)
         elif kind == 1:  # sign post
             cv2.line(image, (x, bottom), (x, bottom - size), (90, 90, 90), max(1, size // 30))
-            cv2.circle(image, (x, bottom - size), max(3, size // 8), colour, -1)
+            cv2.circle(image, (x, bottom - size), max(3, size // 8), color, -1)
         elif kind == 2:  # bin
-            cv2.rectangle(image, (x, bottom - size // 3), (x + size // 4, bottom), colour, -1)
+            cv2.rectangle(image, (x, bottom - size // 3), (x + size // 4, bottom), color, -1)
         elif kind == 3:  # car
             top = bottom - size // 2
-            cv2.rectangle(image, (x, top), (x + size, bottom - size // 10), colour, -1)
+            cv2.rectangle(image, (x, top), (x + size, bottom - size // 10), color, -1)
             for wheel in (x + size // 5, x + 4 * size // 5):
                 centre = (wheel, bottom - size // 10)
                 cv2.circle(image, centre, max(2, size // 10), (20, 20, 20), -1)
-        else:  # upright blob in clothing colours
+        else:  # upright blob in clothing colors
             axes = (max(2, size // 7), max(3, size // 3))
-            cv2.ellipse(image, (x, bottom - axes[1]), axes, 0, 0, 360, colour, -1)
+            cv2.ellipse(image, (x, bottom - axes[1]), axes, 0, 0, 360, color, -1)
             cv2.ellipse(image, (x, bottom - axes[1]), (axes[0], axes[1] // 2), 0, 0, 360,
                         _pick(rng, CLOTHES), -1)
 
@@ -256,15 +256,15 @@ def draw_clutter(image: np.ndarray, rng: np.random.Generator, count: int, height
 def draw_occluder(image: np.ndarray, rng: np.random.Generator, box: tuple) -> None:
     """Cover part of a person (box x, y, w, h) with a low wall, a bench or a pole in front."""
     x, y, w, h = box
-    colour = _pick(rng, CLOTHES[4:7] + ((60, 90, 120),))
+    color = _pick(rng, CLOTHES[4:7] + ((60, 90, 120),))
     if rng.random() < 0.5:  # low object over the legs
         top = y + int(h * rng.uniform(0.65, 0.85))
         left = x + int(w * rng.uniform(-0.5, 0.3))
         right = left + int(w * rng.uniform(0.6, 1.5))
-        cv2.rectangle(image, (left, top), (right, y + h), colour, -1)
+        cv2.rectangle(image, (left, top), (right, y + h), color, -1)
     else:  # pole in front of the body
         px = x + int(w * rng.uniform(0.1, 0.8))
-        cv2.rectangle(image, (px, y - h // 4), (px + max(2, w // 8), y + h), colour, -1)
+        cv2.rectangle(image, (px, y - h // 4), (px + max(2, w // 8), y + h), color, -1)
 
 
 def finish(image: np.ndarray, rng: np.random.Generator, light: float) -> np.ndarray:
