@@ -6,7 +6,8 @@
     tools/train_teacher.py --config-file output/teacher/config.yaml --eval-only \\
         TEACHER.WEIGHTS output/teacher/model_final.pth
 
-Evaluation is the teacher's own retrieval on ground-truth crops of DATASETS.TEST (mAP, top-1),
+Evaluation scores the teacher's embeddings of the ground-truth boxes of DATASETS.TEST by the
+search protocol (teacher/mAP, teacher/top1: the ceiling of PSDiff's search/mAP, search/top1),
 run every TEST.EVAL_PERIOD iterations and at the end. Then write PSDiff's targets with
 tools/build_targets.py. Bad input prints one line `error: ...` and exits with status 2.
 """

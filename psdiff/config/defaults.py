@@ -127,7 +127,7 @@ _C.TEACHER.SREID_LABEL_SMOOTH = 0.1  # S-ReID: label smoothing of the ID cross-e
 _C.TEACHER.SREID_TRIPLET_MARGIN = 0.3  # S-ReID: batch-hard triplet margin on pre-BN features
 _C.TEACHER.RANDOM_ERASING = 0.5  # probability of random erasing on training crops (HHCL: 0.5)
 _C.TEACHER.PAD = 10  # pad-then-random-crop augmentation in pixels (HHCL: 10)
-_C.TEACHER.GALLERY_SIZE = 100  # CUHK-SYSU gallery size of the teacher's GT-crop retrieval eval
+_C.TEACHER.GALLERY_SIZE = 100  # CUHK-SYSU gallery size of the teacher's GT-box search eval
 
 # ---------------------------------------------------------------------------------------------
 # INPUT

@@ -2,9 +2,9 @@
 
 network.py (ResNet + BNNeck embedding), memory.py (HHCL hybrid memory), losses.py (HHCL and
 S-ReID criteria), crops.py (crops, P x K sampler), model.py (network + criterion), trainer.py
-(training on the engine), retrieval.py (the teacher's own evaluation) and inference.py (bulk
-embedding of boxes, and `build_targets`, the e0 cache that psdiff/data/teacher_targets.py
-reads back into the training dicts).
+(training on the engine), retrieval.py (the teacher's evaluation: the search protocol on
+ground-truth boxes) and inference.py (bulk embedding of boxes, and `build_targets`, the e0
+cache that psdiff/data/teacher_targets.py reads back into the training dicts).
 """
 
 from .crops import CropDataset, PKBatchSampler, crop_box, flip_box
@@ -13,7 +13,7 @@ from .losses import HHCL, SREID, TEACHER_LOSS_REGISTRY, build_teacher_loss
 from .memory import HybridMemory
 from .model import TeacherModel, initialize_memory
 from .network import ReIDNetwork, load_teacher
-from .retrieval import evaluate_teacher, retrieval_metrics
+from .retrieval import evaluate_teacher, ground_truth_predictions, teacher_metrics
 
 __all__ = [
     "CropDataset",
@@ -29,7 +29,8 @@ __all__ = [
     "crop_box",
     "evaluate_teacher",
     "flip_box",
+    "ground_truth_predictions",
     "initialize_memory",
     "load_teacher",
-    "retrieval_metrics",
+    "teacher_metrics",
 ]

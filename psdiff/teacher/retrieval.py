@@ -1,90 +1,72 @@
-"""The teacher's own evaluation: query crop -> gallery ground-truth crops, mAP and top-1.
+"""The teacher's own evaluation: PSDiff's search protocol with ground-truth boxes as detections.
 
-Detection plays no part: every ground-truth box of the query's gallery images is a candidate,
-so the result is an upper bound for PSDiff's ReID branch (docs/teacher.md) and
-shows a weak teacher before it is distilled. Galleries follow the search protocols: a CUHK-SYSU
-query ranks the boxes of its `gallery_ids` (the positive is the box matching its row of
-`gallery_boxes`); a PRW query ranks the boxes of every gallery frame but its own (positives are
-the boxes with its pid). AP is the plain ranked-list average precision over the positives.
+Every ground-truth box of every gallery image becomes a detection scored 1 carrying the teacher's
+embedding of its crop, and each query box the teacher's embedding of its crop. These
+`Predictions` are scored by the evaluation package (`compute_metrics`) exactly as PSDiff's are:
+the same galleries (CUHK-SYSU: the query's list at `TEACHER.GALLERY_SIZE`; PRW: the frames
+`TEST.IGNORE_CAM_ID` leaves), the same AP (tied similarities form one threshold) and a query
+whose gallery holds no ground truth scores AP 0. No person is missed, so `teacher/mAP` is the
+ceiling of PSDiff's `search/mAP` at the same setting (docs/teacher.md), and a weak teacher
+shows before it is distilled.
 """
 
 import logging
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
+
+from psdiff.data.catalog import get_search_split, resolve_root
+from psdiff.evaluation import Predictions, compute_metrics
 
 from .inference import dataset_jobs, embed_boxes
 
 logger = logging.getLogger(__name__)
 
 
-def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Mean over positives of the precision at their rank (ranked by score, highest first)."""
-    order = np.argsort(-scores, kind="stable")
-    hits = positive[order].astype(bool)
-    if not hits.any():
-        return 0.0
-    ranks = np.flatnonzero(hits) + 1
-    return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+def ground_truth_predictions(split, query_embeddings: np.ndarray,
+                             gallery_embeddings: list) -> Predictions:
+    """The split's ground truth as a search evaluation's predictions: gallery image i's boxes
+    (annotation order, score 1) with `gallery_embeddings[i]` [n_i, D], and the query boxes with
+    `query_embeddings` [Q, D]."""
+    outputs = [{"boxes": [a["bbox"] for a in record["annotations"]],
+                "scores": np.ones(len(record["annotations"])), "embeddings": embeddings}
+               for record, embeddings in zip(split.gallery, gallery_embeddings)]
+    return Predictions.from_outputs(
+        [record["image_id"] for record in split.gallery], outputs,
+        [query["image_id"] for query in split.queries], [query["bbox"] for query in split.queries],
+        query_embeddings, meta={"dataset": split.name})
 
 
-def _candidates(query, gallery_index, gallery_dicts):
-    """Indices of the gallery images to rank and, per image, a positive mask over its boxes."""
-    if "gallery_ids" in query:
-        images, masks = [], []
-        for image_id, gt in zip(query["gallery_ids"], query["gallery_boxes"]):
-            record = gallery_dicts[gallery_index[image_id]]
-            mask = np.zeros(len(record["annotations"]), dtype=bool)
-            if not np.isnan(gt).any() and len(mask):
-                boxes = torch.tensor([a["bbox"] for a in record["annotations"]],
-                                     dtype=torch.float32)
-                iou = box_iou(torch.as_tensor(gt, dtype=torch.float32)[None], boxes)[0]
-                if iou.max() >= 0.5:
-                    mask[int(iou.argmax())] = True
-            images.append(gallery_index[image_id])
-            masks.append(mask)
-        return images, masks
-    images = [i for i, d in enumerate(gallery_dicts) if d["image_id"] != query["image_id"]]
-    masks = [np.array([a["pid"] == query["pid"] for a in gallery_dicts[i]["annotations"]],
-                      dtype=bool) for i in images]
-    return images, masks
+def teacher_metrics(predictions: Predictions, split, gallery_size: int,
+                    ignore_cam_id: bool) -> dict:
+    """The headline search metrics of `predictions` under the split's protocol, named
+    `teacher/mAP`, `teacher/top1` (top5, top10), `teacher/queries_without_gt`, plus
+    `teacher/num_queries` (every query is scored)."""
+    metrics = compute_metrics(predictions, split.protocol, split.gallery, split.queries,
+                              gallery_size=gallery_size, ignore_cam_id=ignore_cam_id,
+                              dataset_name=split.name)
+    renamed = {f"teacher/{key.split('/', 1)[1]}": value for key, value in metrics.items()
+               if key.startswith("search/")}
+    renamed["teacher/num_queries"] = float(len(split.queries))
+    return renamed
 
 
-def retrieval_metrics(query_embs, queries, gallery_embs, gallery_dicts) -> dict:
-    """mAP and top-1 of each query's embedding against its gallery's box embeddings.
-
-    `gallery_embs[i]` holds the embeddings of gallery image i's boxes in annotation order.
-    Queries without any positive in their gallery are left out and counted.
-    """
-    gallery_index = {d["image_id"]: i for i, d in enumerate(gallery_dicts)}
-    aps, top1, skipped = [], [], 0
-    for q_emb, query in zip(query_embs, queries):
-        images, masks = _candidates(query, gallery_index, gallery_dicts)
-        positive = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-        if not positive.any():
-            skipped += 1
-            continue
-        scores = np.concatenate([gallery_embs[i] for i in images]) @ q_emb
-        aps.append(average_precision(scores, positive))
-        top1.append(float(positive[int(np.argmax(scores))]))
-    if skipped:
-        logger.warning("teacher retrieval: %d of %d queries have no positive and were skipped",
-                       skipped, len(queries))
-    return {"teacher/mAP": float(np.mean(aps)) if aps else 0.0,
-            "teacher/top1": float(np.mean(top1)) if top1 else 0.0,
-            "teacher/num_queries": float(len(aps))}
-
-
-def evaluate_teacher(network, queries, gallery_dicts, size, device="cpu",
-                     num_workers: int = 0) -> dict:
-    """Embed the query boxes and every gallery box with the teacher, then rank (mAP, top-1)."""
-    query_jobs = [(q["file_name"], [q["bbox"]]) for q in queries]
-    query_embs = [e[0] for e in embed_boxes(network, query_jobs, size, device,
-                                            num_workers=num_workers, desc="teacher queries")]
-    gallery_embs = embed_boxes(network, dataset_jobs(gallery_dicts), size, device,
-                               num_workers=num_workers, desc="teacher gallery")
-    metrics = retrieval_metrics(query_embs, queries, gallery_embs, gallery_dicts)
-    logger.info("teacher retrieval on ground-truth crops: mAP %.4f, top-1 %.4f (%d queries)",
-                metrics["teacher/mAP"], metrics["teacher/top1"], metrics["teacher/num_queries"])
+def evaluate_teacher(network, cfg, dataset_name: str) -> dict:
+    """Embed every gallery box and every query box of a test set with the teacher and score
+    them by the search protocol (`teacher_metrics`)."""
+    split = get_search_split(dataset_name, resolve_root(cfg.DATASETS.ROOT),
+                             cfg.TEACHER.GALLERY_SIZE)
+    size, device = cfg.TEACHER.INPUT_SIZE, cfg.MODEL.DEVICE
+    workers = cfg.DATALOADER.NUM_WORKERS
+    query_jobs = [(query["file_name"], [query["bbox"]]) for query in split.queries]
+    per_query = embed_boxes(network, query_jobs, size, device, num_workers=workers,
+                            desc="teacher queries")  # one [1, D] array per query
+    gallery_embeddings = embed_boxes(network, dataset_jobs(split.gallery), size, device,
+                                     num_workers=workers, desc="teacher gallery")
+    query_embeddings = np.concatenate(per_query + [np.zeros((0, network.emb_dim), np.float32)])
+    predictions = ground_truth_predictions(split, query_embeddings, gallery_embeddings)
+    metrics = teacher_metrics(predictions, split, cfg.TEACHER.GALLERY_SIZE,
+                              cfg.TEST.IGNORE_CAM_ID)
+    logger.info("teacher on ground-truth boxes, search protocol: mAP %.4f, top-1 %.4f "
+                "(%d queries)", metrics["teacher/mAP"], metrics["teacher/top1"],
+                len(split.queries))
     return metrics

@@ -4,8 +4,9 @@
 ground-truth crops of `DATASETS.TRAIN` (the dicts PSDiff trains on: `load_train_dicts`), the
 P x K crop loader, and a hook that (re)builds the HHCL memory from eval-mode embeddings (at the
 start and every TEACHER.MEMORY_REFRESH_PERIOD iterations, HHCL's per-epoch rhythm). HHCL's Adam
-is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`evaluate_dataset`) is the teacher's own
-query -> gallery retrieval on ground-truth crops of each `DATASETS.TEST` set.
+is the engine's SOLVER.OPTIMIZER "ADAM". Evaluation (`evaluate_dataset`) scores the teacher's
+embeddings of the ground-truth boxes of each `DATASETS.TEST` set by the search protocol
+(retrieval.py).
 """
 
 import logging
@@ -14,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from psdiff.data.build import load_train_dicts
-from psdiff.data.catalog import get_search_split, resolve_root
 from psdiff.data.samplers import BatchesFrom
 from psdiff.engine import DefaultTrainer, HookBase
 from psdiff.engine.checkpoint import unwrap_model
@@ -94,12 +94,10 @@ class TeacherTrainer(DefaultTrainer):
 
     @classmethod
     def evaluate_dataset(cls, cfg, model, dataset_name: str) -> dict:
-        """Teacher retrieval (mAP, top-1) on the ground-truth crops of one test set."""
+        """The search protocol on one test set with ground-truth boxes as detections and the
+        teacher's embeddings (`teacher/mAP`, `teacher/top1`, ...)."""
         network = model.network if isinstance(model, TeacherModel) else model
-        split = get_search_split(dataset_name, resolve_root(cfg.DATASETS.ROOT),
-                                 cfg.TEACHER.GALLERY_SIZE)
-        return evaluate_teacher(network, split.queries, split.gallery, cfg.TEACHER.INPUT_SIZE,
-                                cfg.MODEL.DEVICE, num_workers=cfg.DATALOADER.NUM_WORKERS)
+        return evaluate_teacher(network, cfg, dataset_name)
 
 
 def check_teacher_config(cfg) -> None:

@@ -1,48 +1,89 @@
-"""Teacher retrieval metrics on hand-worked rankings (CUHK-style and PRW-style galleries)."""
+"""The teacher's metrics are the search protocol's, worked out by hand on cases where the old
+retrieval rules (stable order on ties, queries without a positive skipped) gave other numbers."""
 
 import numpy as np
+import pytest
 
-from psdiff.teacher.retrieval import average_precision, retrieval_metrics
+from psdiff.data import SearchSplit
+from psdiff.evaluation import Predictions, compute_metrics
+from psdiff.teacher import ground_truth_predictions, teacher_metrics
 
-
-def test_average_precision_by_hand():
-    # ranking: pos, neg, pos, neg, pos -> precisions 1/1, 2/3, 3/5
-    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
-    positive = np.array([1, 0, 1, 0, 1], dtype=bool)
-    assert np.isclose(average_precision(scores, positive), (1 + 2 / 3 + 3 / 5) / 3)
-    assert average_precision(scores[::-1], positive) == average_precision(scores, positive)
+NAN4 = [np.nan] * 4
+E0, E1 = [1.0, 0.0], [0.0, 1.0]
 
 
-def _dict(image_id, boxes, pids):
-    return {"image_id": image_id, "file_name": image_id, "height": 100, "width": 100,
-            "annotations": [{"bbox": b, "pid": p} for b, p in zip(boxes, pids)]}
+def _record(image_id, boxes, pids, cam_id=None):
+    record = {"image_id": image_id, "file_name": image_id, "height": 100, "width": 100,
+              "annotations": [{"bbox": box, "pid": pid} for box, pid in zip(boxes, pids)]}
+    return record if cam_id is None else dict(record, cam_id=cam_id)
 
 
-def test_cuhk_gallery_uses_listed_images_and_gt_boxes():
-    gallery = [_dict("g0", [[0, 0, 10, 20], [20, 0, 30, 20]], [-1, -1]),
-               _dict("g1", [[0, 0, 10, 20]], [-1]),
-               _dict("g2", [[5, 5, 15, 25]], [-1])]
-    e = np.eye(3, dtype=np.float32)
-    gallery_embs = [np.stack([e[1], e[0]]), e[2][None], e[0][None] * 0.5]
-    query = {"image_id": "q", "pid": 1, "bbox": [0, 0, 1, 1], "gallery_ids": ["g0", "g1"],
-             "gallery_boxes": np.array([[20, 0, 30, 20], [np.nan] * 4], dtype=np.float32)}
-    # g2 is not in this query's gallery; scores: g0 box0 0, g0 box1 (positive) 1, g1 0 -> AP 1
-    m = retrieval_metrics([e[0]], [query], gallery_embs, gallery)
-    assert m["teacher/mAP"] == 1.0 and m["teacher/top1"] == 1.0
-    query2 = dict(query, gallery_boxes=np.array([[0, 0, 10, 20], [np.nan] * 4], dtype=np.float32))
-    m = retrieval_metrics([e[0]], [query2], gallery_embs, gallery)  # positive ranked 2nd of 3
-    assert np.isclose(m["teacher/mAP"], 0.5) and m["teacher/top1"] == 0.0
+def _scored(split, query_embeddings, gallery_embeddings, **settings):
+    """The teacher's metrics for hand-given embeddings (2-d) of the queries and gallery boxes."""
+    gallery_embeddings = [np.asarray(e, np.float32).reshape(-1, 2) for e in gallery_embeddings]
+    predictions = ground_truth_predictions(split, np.asarray(query_embeddings, np.float32),
+                                           gallery_embeddings)
+    return teacher_metrics(predictions, split, **settings)
 
 
-def test_prw_gallery_is_every_other_image_by_pid():
-    gallery = [_dict("f0", [[0, 0, 1, 1]], [4]), _dict("f1", [[0, 0, 1, 1], [1, 1, 2, 2]], [-1, 4]),
-               _dict("f2", [[0, 0, 1, 1]], [3])]
-    gallery_embs = [np.array([[1.0, 0]]), np.array([[0.9, 0.1], [0.5, 0.5]]),
-                    np.array([[0.8, 0.2]])]
-    query = {"image_id": "f0", "pid": 4, "bbox": [0, 0, 1, 1]}  # its own frame f0 is excluded
-    m = retrieval_metrics([np.array([1.0, 0.0])], [query], gallery_embs, gallery)
-    # ranking over f1, f2: 0.9 (neg), 0.8 (neg), 0.5 (pos) -> AP 1/3
-    assert np.isclose(m["teacher/mAP"], 1 / 3) and m["teacher/top1"] == 0.0
-    lonely = {"image_id": "f2", "pid": 3, "bbox": [0, 0, 1, 1]}  # no positive elsewhere: skipped
-    m = retrieval_metrics([np.array([1.0, 0.0])] * 2, [query, lonely], gallery_embs, gallery)
-    assert m["teacher/num_queries"] == 1.0
+# CUHK-style: q1 lists g0 (holding it at box A) and g1; q2 lists g1 and g2, none holding it.
+A, B, C, D = [0, 0, 10, 20], [20, 0, 30, 20], [40, 0, 50, 20], [5, 5, 15, 25]
+CUHK = SearchSplit("toy_cuhk_test", "cuhk_sysu", [
+    _record("g0.jpg", [A, B], [-1, -1]), _record("g1.jpg", [C], [-1]),
+    _record("g2.jpg", [D], [-1])], [
+    {"image_id": "q1.jpg", "bbox": A, "pid": 1, "gallery_ids": ["g0.jpg", "g1.jpg"],
+     "gallery_boxes": np.asarray([A, NAN4], np.float32)},
+    {"image_id": "q2.jpg", "bbox": A, "pid": 2, "gallery_ids": ["g1.jpg", "g2.jpg"],
+     "gallery_boxes": np.asarray([NAN4, NAN4], np.float32)}])
+# A (the positive) and B tie at similarity 1 with q1; C scores 0; D is not in q1's gallery
+CUHK_GALLERY = [[E0, E0], [E1], [E0]]
+
+
+def test_cuhk_tied_positive_and_query_without_positive_by_hand():
+    metrics = _scored(CUHK, [E0, E0], CUHK_GALLERY, gallery_size=2, ignore_cam_id=True)
+    # q1: A and B form one threshold, 1 positive of 2 rows -> AP 0.5 (the old stable order put
+    # A first: AP 1); its positive is the earliest of the tied best rows -> top-1 hit.
+    # q2: no ground truth in its gallery -> AP 0, no hit (the old rule skipped it).
+    assert metrics["teacher/mAP"] == pytest.approx((0.5 + 0.0) / 2)  # old rule: 1.0
+    assert metrics["teacher/top1"] == pytest.approx(0.5)  # old rule: 1.0
+    assert metrics["teacher/queries_without_gt"] == 1.0
+    assert metrics["teacher/num_queries"] == 2.0
+
+
+def test_the_teachers_metric_is_compute_metrics_on_the_same_embeddings():
+    # the same gallery built by hand as a predictions file: ground-truth boxes scored 1
+    outputs = [{"boxes": [A, B], "scores": [1.0, 1.0], "embeddings": [E0, E0]},
+               {"boxes": [C], "scores": [1.0], "embeddings": [E1]},
+               {"boxes": [D], "scores": [1.0], "embeddings": [E0]}]
+    predictions = Predictions.from_outputs(["g0.jpg", "g1.jpg", "g2.jpg"], outputs,
+                                           ["q1.jpg", "q2.jpg"], [A, A], [E0, E0])
+    search = compute_metrics(predictions, "cuhk_sysu", CUHK.gallery, CUHK.queries,
+                             gallery_size=2)
+    teacher = _scored(CUHK, [E0, E0], CUHK_GALLERY, gallery_size=2, ignore_cam_id=True)
+    for name in ("mAP", "top1", "top5", "top10", "queries_without_gt"):
+        assert teacher[f"teacher/{name}"] == search[f"search/{name}"], name
+
+
+# PRW-style: pid 4 is queried in f0 (camera 1) and also shows in f1 (camera 1) and f3
+# (camera 2); pid 3 shows only in its query frame f2.
+P4, P3, U = [0, 0, 10, 20], [30, 0, 40, 20], [60, 0, 70, 20]
+PRW = SearchSplit("toy_prw_test", "prw", [
+    _record("f0.jpg", [P4], [4], cam_id=1), _record("f1.jpg", [U, P4], [-1, 4], cam_id=1),
+    _record("f2.jpg", [P3], [3], cam_id=2), _record("f3.jpg", [P4], [4], cam_id=2)], [
+    {"image_id": "f0.jpg", "bbox": P4, "pid": 4, "cam_id": 1},
+    {"image_id": "f2.jpg", "bbox": P3, "pid": 3, "cam_id": 2}])
+# similarity to pid 4's query: f1 unlabeled 0.9, f1 pid 4 0.5, f2 pid 3 0.8, f3 pid 4 0.7
+PRW_GALLERY = [[E0], [[0.9, 0.1], [0.5, 0.5]], [[0.8, 0.2]], [[0.7, 0.3]]]
+
+
+@pytest.mark.parametrize("ignore_cam_id, query_ap", [
+    (True, (1 / 3 + 2 / 4) / 2),  # f1, f2, f3: 0.9 -, 0.8 -, 0.7 +, 0.5 +; 2 frames hold pid 4
+    (False, 1 / 2),  # other cameras only, f2 and f3: 0.8 -, 0.7 +; 1 frame holds pid 4
+])
+def test_prw_follows_the_camera_rule_and_scores_a_lonely_query_zero(ignore_cam_id, query_ap):
+    metrics = _scored(PRW, [E0, E1], PRW_GALLERY, gallery_size=100,
+                      ignore_cam_id=ignore_cam_id)
+    # pid 3 has no other frame: AP 0 (the old rule skipped it and reported the first AP alone)
+    assert metrics["teacher/mAP"] == pytest.approx((query_ap + 0.0) / 2)
+    assert metrics["teacher/top1"] == 0.0
+    assert metrics["teacher/queries_without_gt"] == 1.0
