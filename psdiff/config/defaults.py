@@ -68,6 +68,7 @@ _C.MODEL.PSDIFF.NUM_PASSES = 1  # CDL applications per step (shared weights); ea
 _C.MODEL.PSDIFF.SA_TOKENS = "bins"  # self-attention over "bins" (each RoI bin) or one "box" vector
 _C.MODEL.PSDIFF.DC_POOLING = "weighted_sum"  # dynamic-conv output over bins: or "flatten" (Linear)
 _C.MODEL.PSDIFF.EMB_PARTS = 0  # horizontal RoI stripes read by the embedding head; 0 = none
+_C.MODEL.PSDIFF.EMB_DETACH = False  # embedding head reads F_c without passing its gradient back
 # Dual noise generator (Eq. 10)
 _C.MODEL.PSDIFF.NUM_TIMESTEPS = 1000  # T, diffusion steps of the cosine schedule
 _C.MODEL.PSDIFF.SNR_BOX = 2.0  # s1, box signal scale (Table IV a)
@@ -85,7 +86,7 @@ _C.MODEL.PSDIFF.RELATION_WEIGHT = 0.0  # weight of the relational distillation l
 _C.MODEL.PSDIFF.RELATION_TEMPERATURE = 0.1  # its softmax temperature (student and teacher)
 _C.MODEL.PSDIFF.FOCAL_ALPHA = 0.25  # focal loss alpha
 _C.MODEL.PSDIFF.FOCAL_GAMMA = 2.0  # focal loss gamma
-_C.MODEL.PSDIFF.MATCHER = "hungarian"  # "hungarian" (one-to-one, paper) or "dynamic_k"
+_C.MODEL.PSDIFF.MATCHER = "hungarian"  # "hungarian" (one-to-one, paper), "dynamic_k" or "iou"
 _C.MODEL.PSDIFF.MATCH_K = 1  # predictions matched per GT; 1 = one-to-one Hungarian (paper)
 _C.MODEL.PSDIFF.MATCH_REID_COST = 0.0  # weight of ||e0 - e0_hat|| in the matching cost; 0 = off
 # Inference (Algorithm 2, Table V)

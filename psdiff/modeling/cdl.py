@@ -14,6 +14,8 @@
    parallel: both heads read F_c. The detection head predicts one person logit and box deltas
    applied to b_t (DiffusionDet's decoding). With MODEL.PSDIFF.EMB_PARTS = k > 0 the embedding
    head also reads k horizontal stripes of F_d (part pooling: where in the box a color sits).
+   MODEL.PSDIFF.EMB_DETACH stops the embedding loss at F_c, so it cannot bend the shared
+   features away from detection; it still trains the backbone through the stripes.
 """
 
 import math
@@ -88,6 +90,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         sa_tokens="bins",
         dc_pooling="weighted_sum",
         emb_parts=0,
+        emb_detach=False,
     ):
         """`in_channels`: FPN width; `strides`: FPN strides finest first. See `from_config`."""
         super().__init__()
@@ -134,6 +137,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(collab_dim)
         self.time_scale_shift = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 2 * collab_dim))
         self.emb_parts = emb_parts
+        self.emb_detach = emb_detach
         if emb_parts:
             self.parts_proj = tower(emb_parts * hidden_dim, hidden_dim, 1)
         emb_in = collab_dim + (hidden_dim if emb_parts else 0)
@@ -179,6 +183,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             sa_tokens=p.SA_TOKENS,
             dc_pooling=p.DC_POOLING,
             emb_parts=p.EMB_PARTS,
+            emb_detach=p.EMB_DETACH,
         )
 
     def interact(self, det, reid, carried=None):
@@ -236,9 +241,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         objects = collab[:, :channels].reshape(batch, num_boxes, channels)
         scale, shift = self.time_scale_shift(time).repeat_interleave(num_boxes, 0).chunk(2, -1)
         collab = collab * (scale + 1) + shift
-        emb_in = collab
+        emb_in = collab.detach() if self.emb_detach else collab
         if self.emb_parts:
-            emb_in = torch.cat([collab, self.parts_proj(self.stripes(roi))], dim=-1)
+            emb_in = torch.cat([emb_in, self.parts_proj(self.stripes(roi))], dim=-1)
         embeddings = self.emb_head(emb_in)
         obj = embeddings if self.cascaded else collab
         logits = self.class_logits(self.cls_tower(obj))

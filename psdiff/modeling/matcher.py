@@ -4,7 +4,9 @@ The cost of pairing prediction q with person g is the set-prediction cost of DET
 R-CNN: λ_cls·focal + λ_L1·L1(normalized boxes) − λ_giou·GIoU (+ λ_reid·‖e0 − ê0‖ when
 `cost_reid` > 0). `HungarianMatcher` (the paper's) solves it one-to-one with scipy's Hungarian
 algorithm; `DynamicKMatcher` gives each person its k cheapest predictions, k from the IoUs
-(DiffusionDet's SimOTA-style matcher), so near-duplicate proposals share the positive label.
+(DiffusionDet's SimOTA-style matcher), so near-duplicate proposals share the positive label;
+`IoUMatcher` makes every prediction that lands on a person (IoU >= 0.5) a positive, so the
+score means "this box is on a person" and NMS removes the duplicates, as in Faster R-CNN.
 """
 
 import torch
@@ -14,7 +16,7 @@ from torchvision.ops import box_iou, generalized_box_iou
 
 from psdiff.utils.errors import PsdiffError
 
-MATCHERS = ("hungarian", "dynamic_k")  # MODEL.PSDIFF.MATCHER choices
+MATCHERS = ("hungarian", "dynamic_k", "iou")  # MODEL.PSDIFF.MATCHER choices
 
 
 def focal_cost(logits: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -136,9 +138,34 @@ class DynamicKMatcher(HungarianMatcher):
         return rows, cols
 
 
+class IoUMatcher(HungarianMatcher):
+    """Every prediction whose box overlaps a person by IoU >= `IOU_THRESH` is that person's
+    (the one it overlaps most); a person that no prediction reaches takes its cheapest free one
+    by the matching cost (MODEL.PSDIFF.MATCHER "iou")."""
+
+    IOU_THRESH = 0.5
+
+    def assign(self, cost, boxes, gt_boxes):
+        ious = box_iou(boxes, gt_boxes)
+        best_iou, best_gt = ious.max(1)
+        chosen = torch.zeros_like(cost, dtype=torch.bool)
+        hits = torch.nonzero(best_iou >= self.IOU_THRESH).flatten()
+        chosen[hits, best_gt[hits]] = True
+        for g in torch.nonzero(chosen.sum(0) == 0).flatten():
+            free = chosen.sum(1) == 0
+            if not free.any():
+                break
+            chosen[torch.where(free, cost[:, g], torch.inf).argmin(), g] = True
+        rows, cols = torch.nonzero(chosen, as_tuple=True)
+        return rows, cols
+
+
+MATCHER_CLASSES = dict(zip(MATCHERS, (HungarianMatcher, DynamicKMatcher, IoUMatcher)))
+
+
 def build_matcher(cfg):
     """The matcher named by MODEL.PSDIFF.MATCHER, costs from MODEL.PSDIFF."""
     name = cfg.MODEL.PSDIFF.MATCHER
     if name not in MATCHERS:
         raise PsdiffError(f"MODEL.PSDIFF.MATCHER = '{name}' is not one of {MATCHERS}")
-    return (HungarianMatcher if name == "hungarian" else DynamicKMatcher).from_config(cfg)
+    return MATCHER_CLASSES[name].from_config(cfg)

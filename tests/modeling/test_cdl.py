@@ -243,3 +243,18 @@ def test_carried_object_features_reach_the_next_pass():
         plain = cdl(features, boxes, embs, t)["pred_logits"]
         carried = cdl(features, boxes, embs, t, first["object_features"])["pred_logits"]
     assert not torch.allclose(plain, carried)
+
+
+def test_detached_embedding_head_leaves_the_shared_features_to_detection():
+    # EMB_DETACH: a loss on the embeddings alone reaches the embedding head and, through the
+    # part stripes, the RoI features, but not the FFN that builds F_c for both heads
+    features, boxes, embs, t = random_inputs()
+    features = [f.requires_grad_() for f in features]
+    for detach in (False, True):
+        for f in features:
+            f.grad = None
+        cdl = tiny_cdl(emb_parts=2, emb_detach=detach)
+        cdl(features, boxes, embs, t)["pred_embeddings"].sum().backward()
+        assert (cdl.ffn[0].weight.grad is None) == detach
+        assert cdl.parts_proj[0].weight.grad is not None
+        assert any(f.grad is not None and f.grad.abs().sum() > 0 for f in features)

@@ -9,7 +9,7 @@ import torch
 from torchvision.ops import box_iou
 
 from psdiff.config import get_cfg
-from psdiff.modeling.matcher import DynamicKMatcher, HungarianMatcher, build_matcher
+from psdiff.modeling.matcher import DynamicKMatcher, HungarianMatcher, IoUMatcher, build_matcher
 from psdiff.utils.errors import PsdiffError
 
 
@@ -153,6 +153,28 @@ def test_build_matcher_by_name():
     assert type(build_matcher(cfg)) is HungarianMatcher
     cfg.MODEL.PSDIFF.MATCHER = "dynamic_k"
     assert type(build_matcher(cfg)) is DynamicKMatcher
+    cfg.MODEL.PSDIFF.MATCHER = "iou"
+    assert type(build_matcher(cfg)) is IoUMatcher
     cfg.MODEL.PSDIFF.MATCHER = "greedy"
     with pytest.raises(PsdiffError, match="MODEL.PSDIFF.MATCHER = 'greedy'"):
         build_matcher(cfg)
+
+
+def test_iou_matcher_makes_every_box_on_a_person_positive():
+    size = torch.tensor([100.0, 100.0, 100.0, 100.0])
+    gt = torch.tensor([[10.0, 10.0, 40.0, 90.0], [60.0, 10.0, 90.0, 90.0]])
+    target = {"boxes": gt, "image_size": size, "embeddings": torch.zeros(2, 4)}
+
+    def match(boxes):
+        outputs = {"pred_logits": torch.zeros(1, len(boxes), 1), "pred_boxes": boxes[None],
+                   "pred_embeddings": torch.zeros(1, len(boxes), 4)}
+        (pred, gt_idx), = IoUMatcher()(outputs, [target])
+        return sorted(zip(pred.tolist(), gt_idx.tolist()))
+
+    # two boxes on person 0, one on person 1, two on nobody: three positives
+    on = torch.tensor([[10.0, 10.0, 40.0, 90.0], [11.0, 10.0, 41.0, 90.0], [0.0, 0.0, 8.0, 8.0],
+                       [45.0, 0.0, 55.0, 20.0], [62.0, 12.0, 88.0, 88.0]])
+    assert match(on) == [(0, 0), (1, 0), (4, 1)]
+    # no box reaches a person: each person takes its cheapest prediction, once
+    off = torch.tensor([[0.0, 0.0, 8.0, 8.0], [45.0, 0.0, 55.0, 20.0], [20.0, 20.0, 30.0, 30.0]])
+    assert match(off) == [(1, 1), (2, 0)]
