@@ -55,18 +55,27 @@ _GRACE_S = 10  # after a worker fails, how long the others may take to report an
 def _run_reporting_errors(main_func, args) -> None:
     """Run a worker's main; a PsdiffError is printed as one line and the worker exits with 2,
     an interrupt (state saved) exits with 130, both without a traceback. Rank 0's error
-    re-raised on another rank (MainProcessError) is printed by rank 0 alone."""
+    re-raised on another rank (MainProcessError) is printed by rank 0 alone.
+
+    A failed worker leaves with `os._exit` once its group is destroyed: under load, the
+    interpreter's teardown after an error sometimes met a gloo thread still joinable and
+    aborted (status -6 instead of the reported status)."""
+    status = 0
     try:
         main_func(*args)
     except PsdiffError as e:
         if not isinstance(e, comm.MainProcessError):
             print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(_REPORTED)
+        status = _REPORTED
     except KeyboardInterrupt:
-        sys.exit(_INTERRUPTED)
+        status = _INTERRUPTED
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    if status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def _distributed_worker(local_rank, main_func, world_size, num_per_machine, machine_rank,
