@@ -12,6 +12,7 @@ fvcore has no rule for `scaled_dot_product_attention`; this tool adds one (the t
 RoIAlign, NMS and elementwise ops are not counted (listed as skipped).
 """
 
+import dataclasses
 import logging
 import sys
 import warnings
@@ -68,7 +69,7 @@ def parameter_table(model):
 
 def count_flops(model, image, steps):
     """fvcore FlopCountAnalysis of inference with `steps` sampling steps: (analysis, total)."""
-    model.sample_steps = steps
+    model.sampler = dataclasses.replace(model.sampler, steps=steps)
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # fvcore's trace
     analysis = FlopCountAnalysis(ImageInference(model), (image,))
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)

@@ -2,10 +2,11 @@
 
 Training (Algorithm 1): GT boxes and teacher embeddings e0 are duplicated to N_train rows,
 noised at one t per image (Eq. 10), denoised by the CDL (Eq. 12) and scored by the set loss
-(Eq. 13-14). Inference (Algorithm 2): N_test Gaussian boxes and embeddings are denoised in
-`SAMPLE_STEPS` sampler steps, renewing low-score rows between steps; the noise of each image
-comes from a generator seeded by (TEST.SAMPLER_SEED, image_id), so evaluation is repeatable.
-An input without "image_id" is seeded by its position in the call instead.
+(Eq. 13-14). Inference (Algorithm 2) is run by the model's `sampler` (sampling.py: N_test
+Gaussian boxes and embeddings denoised in SAMPLE_STEPS steps, seeded per image) and turned into
+outputs by its `postprocessor` (postprocess.py). Both are plain immutable objects built from the
+config; to evaluate with other steps or another sampler, give the model a new one:
+`model.sampler = dataclasses.replace(model.sampler, steps=1)`.
 
 With NUM_PASSES > 1 every step applies the one CDL again to its own output (boxes and
 embeddings; shared weights, as DiffusionDet's cascade but with one layer), and training
@@ -23,25 +24,14 @@ from .backbone import build_backbone
 from .build import META_ARCH_REGISTRY
 from .cdl import CollaborativeDenoisingLayer
 from .losses import SetCriterion
-from .postprocess import detections_to_output, image_generator, rescale_boxes
-
-QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see embed_queries)
+from .postprocess import DetectionPostprocessor, rescale_boxes
+from .sampling import DiffusionSampler, noise_key
 
 
 def output_size(x):
     """(h, w) the outputs of input `x` are given in: Detectron2's optional "height" / "width"
     (the original image), else the size of the image the model was given."""
     return x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1])
-
-
-def noise_key(x, position):
-    """What seeds an input's sampler noise: its "image_id", else its position in the call."""
-    return x["image_id"] if "image_id" in x else f"position {position}"
-
-
-def _randn(generators, shape):
-    """One standard-normal draw of `shape` per image generator, stacked: [B, *shape] on CPU."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
 @META_ARCH_REGISTRY.register()
@@ -54,12 +44,13 @@ class PSDiff(nn.Module):
         backbone,
         cdl,
         criterion,
+        sampler,
+        postprocessor,
         in_features=("p2", "p3", "p4", "p5"),
         pixel_mean,
         pixel_std,
         size_divisibility=32,
         num_proposals_train=300,
-        num_proposals_test=300,
         num_timesteps=1000,
         snr_box=2.0,
         snr_emb=3.0,
@@ -67,28 +58,17 @@ class PSDiff(nn.Module):
         gt_padding="repeat",
         emb_diffusion=True,
         num_passes=1,
-        sampler="DDIM",
-        sample_steps=8,
-        ddim_eta=1.0,
-        box_renewal=True,
-        renewal_thresh=0.5,
-        ensemble_steps=False,
-        use_nms=True,
-        nms_thresh=0.5,
-        score_thresh=0.5,
-        detections_per_image=300,
-        sampler_seed=0,
-        query_mode="denoise",
     ):
-        """Plain arguments, one per config key (see `from_config` for the key names)."""
+        """The parts, then plain arguments, one per config key (see `from_config`).
+
+        sampler: a DiffusionSampler (Algorithm 2); postprocessor: a DetectionPostprocessor.
+        """
         super().__init__()
-        if query_mode not in QUERY_MODES:
-            raise PsdiffError(
-                f"MODEL.PSDIFF.QUERY_MODE = '{query_mode}' is not one of {QUERY_MODES}"
-            )
         self.backbone = backbone
         self.cdl = cdl
         self.criterion = criterion
+        self.sampler = sampler
+        self.postprocessor = postprocessor
         self.in_features = list(in_features)  # FPN maps the CDL pools from, finest first
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -96,7 +76,6 @@ class PSDiff(nn.Module):
         self.register_buffer("alphas_cumprod", alphas_cumprod, False)
         self.size_divisibility = size_divisibility
         self.num_proposals_train = num_proposals_train
-        self.num_proposals_test = num_proposals_test
         self.num_timesteps = num_timesteps
         self.snr_box, self.snr_emb, self.emb_norm = snr_box, snr_emb, emb_norm
         self.gt_padding = gt_padding
@@ -104,18 +83,12 @@ class PSDiff(nn.Module):
         if num_passes < 1:
             raise PsdiffError(f"MODEL.PSDIFF.NUM_PASSES must be >= 1, got {num_passes}")
         self.num_passes = num_passes
-        self.sampler, self.sample_steps, self.ddim_eta = sampler, sample_steps, ddim_eta
-        diffusion.build_sampler(sampler, alphas_cumprod, sample_steps, num_timesteps)  # check keys
-        self.box_renewal, self.renewal_thresh = box_renewal, renewal_thresh
-        self.ensemble_steps = ensemble_steps
-        self.use_nms, self.nms_thresh = use_nms, nms_thresh
-        self.score_thresh, self.detections_per_image = score_thresh, detections_per_image
-        self.sampler_seed = sampler_seed
-        self.query_mode = query_mode
+        sampler.step_rule(alphas_cumprod, num_timesteps)  # SAMPLER, SAMPLE_STEPS: fail at build
 
     @classmethod
     def from_config(cls, cfg):
-        """Backbone, CDL and criterion from the config; every other argument is a key."""
+        """Backbone, CDL, criterion, sampler and postprocessor from the config; every other
+        argument is a key."""
         backbone = build_backbone(cfg)
         names = list(backbone.out_features)  # e.g. p2..p5, finest first
         strides = [backbone.strides[name] for name in names]
@@ -125,12 +98,13 @@ class PSDiff(nn.Module):
             backbone=backbone,
             cdl=cdl,
             criterion=SetCriterion.from_config(cfg),
+            sampler=DiffusionSampler.from_config(cfg),
+            postprocessor=DetectionPostprocessor.from_config(cfg),
             in_features=names,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
             size_divisibility=p.SIZE_DIVISIBILITY,
             num_proposals_train=p.NUM_PROPOSALS_TRAIN,
-            num_proposals_test=p.NUM_PROPOSALS_TEST,
             num_timesteps=p.NUM_TIMESTEPS,
             snr_box=p.SNR_BOX,
             snr_emb=p.SNR_EMB,
@@ -138,23 +112,16 @@ class PSDiff(nn.Module):
             gt_padding=p.GT_PADDING,
             emb_diffusion=p.EMB_DIFFUSION,
             num_passes=p.NUM_PASSES,
-            sampler=p.SAMPLER,
-            sample_steps=p.SAMPLE_STEPS,
-            ddim_eta=p.DDIM_ETA,
-            box_renewal=p.BOX_RENEWAL,
-            renewal_thresh=p.RENEWAL_THRESH,
-            ensemble_steps=p.ENSEMBLE_STEPS,
-            use_nms=p.USE_NMS,
-            nms_thresh=p.NMS_THRESH,
-            score_thresh=cfg.TEST.SCORE_THRESH,
-            detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-            sampler_seed=cfg.TEST.SAMPLER_SEED,
-            query_mode=p.QUERY_MODE,
         )
 
     @property
     def device(self):
         return self.pixel_mean.device
+
+    @property
+    def emb_dim(self):
+        """D, the width of the ReID embeddings (MODEL.PSDIFF.EMB_DIM)."""
+        return self.cdl.emb_dim
 
     # --- shared pieces -------------------------------------------------------------------------
 
@@ -192,6 +159,11 @@ class PSDiff(nn.Module):
         return diffusion.boxes_to_signal(box_convert(boxes / whwh[:, None, :], "xyxy", "cxcywh"),
                                          self.snr_box)
 
+    def clean_signals(self, boxes, embeddings):
+        """x0 of Eq. 10: boxes (cxcywh in [0, 1]) -> s1 (2b - 1), embeddings -> s2 Norm(e)."""
+        return (diffusion.boxes_to_signal(boxes, self.snr_box),
+                diffusion.embeddings_to_signal(embeddings, self.snr_emb, self.emb_norm))
+
     def forward(self, batched_inputs):
         """Training: dict of losses. Eval: one {"boxes", "scores", "embeddings"} per image."""
         if self.training:
@@ -219,11 +191,10 @@ class PSDiff(nn.Module):
             embs0 = diffusion.gather_padded(gt_embs, index, diffusion.random_embeddings)
             step = (torch.randint(0, self.num_timesteps, (1,), device=self.device) if t is None
                     else torch.full((1,), t, device=self.device))
-            box_signal = diffusion.boxes_to_signal(boxes0, self.snr_box)
+            box_signal, emb_signal = self.clean_signals(boxes0, embs0)
             noisy_boxes.append(diffusion.q_sample(
                 box_signal, step, self.alphas_cumprod, torch.randn_like(box_signal)))
             if self.emb_diffusion:
-                emb_signal = diffusion.embeddings_to_signal(embs0, self.snr_emb, self.emb_norm)
                 noisy_embs.append(diffusion.q_sample(
                     emb_signal, step, self.alphas_cumprod, torch.randn_like(emb_signal)))
             else:  # Table VI: regress e0 without an embedding input
@@ -238,7 +209,7 @@ class PSDiff(nn.Module):
 
     def teacher_embeddings(self, x, num_gt):
         """The teacher targets e0 (Eq. 11) of one training input, [M, D], checked."""
-        dim = self.cdl.emb_dim
+        dim = self.emb_dim
         embs = x["instances"].get("embeddings")
         if embs is None:
             if num_gt == 0:
@@ -285,81 +256,6 @@ class PSDiff(nn.Module):
 
     # --- inference (Algorithm 2) --------------------------------------------------------------
 
-    def gaussian(self, generators, num_proposals):
-        """Box and embedding noise, [B, N, 4] and [B, N, D], each image from its own generator."""
-        boxes = _randn(generators, (num_proposals, 4)).to(self.device)
-        embs = _randn(generators, (num_proposals, self.cdl.emb_dim)).to(self.device)
-        return boxes, embs
-
-    def fresh(self, generators, num_proposals, t):
-        """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
-        random boxes and directions) noised to t by Eq. 10, so they look like training rows."""
-        boxes0 = torch.stack([diffusion.random_boxes((num_proposals, 4), g) for g in generators])
-        embs0 = torch.stack([diffusion.random_embeddings((num_proposals, self.cdl.emb_dim), g)
-                             for g in generators])
-        box_x0 = diffusion.boxes_to_signal(boxes0.float().to(self.device), self.snr_box)
-        emb_x0 = diffusion.embeddings_to_signal(embs0.float().to(self.device), self.snr_emb,
-                                                self.emb_norm)
-        box_noise, emb_noise = self.gaussian(generators, num_proposals)
-        return (diffusion.q_sample(box_x0, t, self.alphas_cumprod, box_noise),
-                diffusion.q_sample(emb_x0, t, self.alphas_cumprod, emb_noise))
-
-    def renew(self, logits, box_x, emb_x, samplers, generators, protected, t):
-        """DiffusionDet's box renewal: rows scoring <= RENEWAL_THRESH restart at step t.
-
-        DiffusionDet restarts them from pure noise whatever t is; here they restart as Eq. 10's
-        x_t of a placeholder (`fresh`), which at low t is mostly signal, as in training.
-        Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
-        """
-        renew = (logits[..., 0].sigmoid() <= self.renewal_thresh) & ~protected
-        fresh_boxes, fresh_embs = self.fresh(generators, box_x.shape[1], t)
-        box_x = torch.where(renew[..., None], fresh_boxes, box_x)
-        if self.emb_diffusion:
-            emb_x = torch.where(renew[..., None], fresh_embs, emb_x)
-        for sampler in samplers:
-            sampler.reset_rows(renew)
-        return box_x, emb_x
-
-    def sample(self, features, whwh, generators, num_proposals, fixed_boxes=None):
-        """Denoises `num_proposals` Gaussian boxes and embeddings per image (Algorithm 2).
-
-        `fixed_boxes` [B, k, 4] (input pixels), if given, replace the first k boxes at every
-        step (embed_queries). Returns a list with one CDL output dict per step kept: the last
-        step, or every step with ENSEMBLE_STEPS.
-        """
-        batch = len(generators)
-        box_x, emb_x = self.gaussian(generators, num_proposals)
-        if not self.emb_diffusion:
-            emb_x = torch.zeros_like(emb_x)
-        samplers = [
-            diffusion.build_sampler(self.sampler, self.alphas_cumprod, self.sample_steps,
-                                    self.num_timesteps, self.ddim_eta)
-            for _ in range(2)  # one for boxes, one for embeddings
-        ]
-        num_fixed = 0 if fixed_boxes is None else fixed_boxes.shape[1]
-        protected = torch.zeros(batch, num_proposals, dtype=torch.bool, device=self.device)
-        protected[:, :num_fixed] = True
-        kept = []
-        timesteps = samplers[0].timesteps
-        for i, t in enumerate(timesteps):
-            boxes = self.signal_to_abs_boxes(box_x, whwh)
-            if num_fixed:
-                boxes = torch.cat([fixed_boxes, boxes[:, num_fixed:]], dim=1)
-            out = self.denoise(features, boxes, emb_x,
-                               torch.full((batch,), t, device=self.device))[-1]
-            if self.ensemble_steps or i == len(timesteps) - 1:
-                kept.append(out)
-            if i == len(timesteps) - 1:
-                return kept  # Algorithm 2: the last step returns b_hat0, e_hat0
-            box_noise, emb_noise = self.gaussian(generators, num_proposals)
-            box_x0 = self.abs_boxes_to_signal(out["pred_boxes"], whwh)
-            box_x = samplers[0].step(i, box_x, box_x0, box_noise)
-            if self.emb_diffusion:
-                emb_x = samplers[1].step(i, emb_x, self.embedding_signal(out), emb_noise)
-            if self.box_renewal:
-                box_x, emb_x = self.renew(out["pred_logits"], box_x, emb_x, samplers, generators,
-                                          protected, samplers[0].next_timesteps[i])
-
     def embeddings_from_prediction(self, pred_embeddings):
         """e_hat0 (Norm space) -> unit-L2 embeddings, through the signal space of Eq. 10."""
         signal = pred_embeddings.float() * self.snr_emb
@@ -367,33 +263,25 @@ class PSDiff(nn.Module):
 
     @torch.no_grad()
     def inference(self, batched_inputs):
-        """Algorithm 2 on a batch; outputs in original image pixels (see postprocess.py)."""
+        """Algorithm 2 (`self.sampler`) on a batch; the kept steps of each image pooled and
+        turned into outputs in original image pixels by `self.postprocessor`."""
         features, sizes, whwh = self.extract_features(batched_inputs)
-        generators = [image_generator(self.sampler_seed, noise_key(x, b))
-                      for b, x in enumerate(batched_inputs)]
-        kept = self.sample(features, whwh, generators, self.num_proposals_test)
+        kept = self.sampler.detect(self, features, whwh, batched_inputs)
         results = []
         for b, x in enumerate(batched_inputs):
             boxes = torch.cat([out["pred_boxes"][b] for out in kept])
             scores = torch.cat([out["pred_logits"][b, :, 0].sigmoid() for out in kept])
             embs = torch.cat([self.embeddings_from_prediction(out["pred_embeddings"][b])
                               for out in kept])
-            results.append(detections_to_output(
-                boxes, scores, embs, sizes[b], output_size(x), self.score_thresh,
-                self.nms_thresh, self.use_nms, self.detections_per_image))
+            results.append(self.postprocessor(boxes, scores, embs, sizes[b], output_size(x)))
         return results
 
     @torch.no_grad()
     def embed_queries(self, images, boxes):
         """The L2-normalized embedding of each given box (query persons), [k, D] per image.
 
-        The query box is a known box b: with QUERY_MODE "denoise" (default) it takes the place
-        of the first proposal(s) of an ordinary Algorithm-2 run (N_test random companions, the
-        same sampler, steps and seed rule as the gallery), held fixed at every step and never
-        renewed, while its embedding is denoised from Gaussian noise; e_hat0 of the last step
-        is the query embedding. So queries and gallery detections are embedded by the same
-        process, and the CDL's self-attention sees a full set of proposals as in training.
-        "alone" runs the same loop with the query boxes as the only proposals (cheaper).
+        The query box is a known box b, held fixed through an Algorithm-2 run while its
+        embedding is denoised (QUERY_MODE; see `DiffusionSampler.embed_queries`).
         `boxes` are xyxy in ORIGINAL image pixels.
         """
         features, sizes, whwh = self.extract_features(images)
@@ -402,15 +290,6 @@ class PSDiff(nn.Module):
             query_boxes = torch.as_tensor(query_boxes, dtype=torch.float32, device=self.device)
             query_boxes = rescale_boxes(query_boxes.reshape(-1, 4), output_size(x), sizes[b])
             image_features = [f[b: b + 1] for f in features]
-            chunk = max(self.num_proposals_test, 1)
-            embs = []
-            for start in range(0, len(query_boxes), chunk):
-                fixed = query_boxes[start: start + chunk]
-                num = self.num_proposals_test if self.query_mode == "denoise" else len(fixed)
-                generator = image_generator(self.sampler_seed, f"query:{noise_key(x, b)}:{start}")
-                out = self.sample(image_features, whwh[b: b + 1], [generator], num, fixed[None])
-                e_hat = out[-1]["pred_embeddings"][0, : len(fixed)]
-                embs.append(self.embeddings_from_prediction(e_hat))
-            empty = torch.zeros(0, self.cdl.emb_dim, device=self.device)
-            results.append(torch.cat(embs) if embs else empty)
+            results.append(self.sampler.embed_queries(self, image_features, whwh[b: b + 1],
+                                                      noise_key(x, b), query_boxes))
         return results

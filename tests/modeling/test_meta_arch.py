@@ -5,6 +5,7 @@ Most tests feed small generated scenes (colored "persons" on dark noise) as mode
 in the mapper's format; one runs generated dataset files through loader and mapper.
 """
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_evaluation_is_repeatable_for_a_seed_and_changes_with_it():
     for key in ("boxes", "scores", "embeddings"):
         assert torch.equal(first[key], again[key])
         torch.testing.assert_close(first[key], in_batch[key], rtol=1e-4, atol=1e-4)
-    model.sampler_seed = 1
+    model.sampler = dataclasses.replace(model.sampler, seed=1)
     reseeded = model(eval_inputs(image))[0]
     assert reseeded["boxes"].shape != first["boxes"].shape or not torch.allclose(
         reseeded["boxes"], first["boxes"])

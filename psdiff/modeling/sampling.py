@@ -1,0 +1,189 @@
+"""Algorithm 2 as an object: how PSDiff samples at inference, apart from the network.
+
+`DiffusionSampler` holds every inference-only choice (the fast sampler and its steps, DDIM eta,
+box renewal, step ensembling, the seed rule, the query mode and N_test) and runs Algorithm 2's
+loop, calling back into the model for the network (`denoise`) and the signal spaces of Eq. 10.
+Per diffused quantity it uses the step rules of diffusion.py (`diffusion.build_sampler`).
+It is immutable: to sample differently at evaluation time, give the model another one, e.g.
+`model.sampler = dataclasses.replace(model.sampler, steps=1)`.
+
+The noise of each image comes from a generator seeded by (TEST.SAMPLER_SEED, `noise_key`), so
+evaluation noise does not depend on batch composition, rank or RNG history (DiffusionDet #45,
+#112).
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from psdiff.utils.errors import PsdiffError
+
+from . import diffusion
+
+QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see `embed_queries`)
+
+
+def image_generator(seed, key):
+    """A CPU torch.Generator seeded from `seed` and an image's key (stable across processes)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    generator = torch.Generator()
+    generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return generator
+
+
+def noise_key(x, position):
+    """What seeds an input's sampler noise: its "image_id", else its position in the call."""
+    return x["image_id"] if "image_id" in x else f"position {position}"
+
+
+def _randn(generators, shape):
+    """One standard-normal draw of `shape` per image generator, stacked: [B, *shape] on CPU."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+@dataclass(frozen=True)
+class DiffusionSampler:
+    """Algorithm 2: N_test Gaussian boxes and embeddings denoised in `steps` sampler steps,
+    low-score rows renewed between steps (DiffusionDet's box renewal)."""
+
+    kind: str = "DDIM"  # MODEL.PSDIFF.SAMPLER: the step rule (Table V)
+    steps: int = 8  # MODEL.PSDIFF.SAMPLE_STEPS: network calls per image
+    eta: float = 1.0  # MODEL.PSDIFF.DDIM_ETA
+    box_renewal: bool = True  # MODEL.PSDIFF.BOX_RENEWAL
+    renewal_thresh: float = 0.5  # MODEL.PSDIFF.RENEWAL_THRESH: rows scoring <= this restart
+    ensemble_steps: bool = False  # MODEL.PSDIFF.ENSEMBLE_STEPS: keep every step, not the last
+    seed: int = 0  # TEST.SAMPLER_SEED
+    query_mode: str = "denoise"  # MODEL.PSDIFF.QUERY_MODE
+    num_proposals: int = 300  # MODEL.PSDIFF.NUM_PROPOSALS_TEST: N_test
+
+    def __post_init__(self):
+        if self.query_mode not in QUERY_MODES:
+            raise PsdiffError(
+                f"MODEL.PSDIFF.QUERY_MODE = '{self.query_mode}' is not one of {QUERY_MODES}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg):
+        p = cfg.MODEL.PSDIFF
+        return cls(
+            kind=p.SAMPLER,
+            steps=p.SAMPLE_STEPS,
+            eta=p.DDIM_ETA,
+            box_renewal=p.BOX_RENEWAL,
+            renewal_thresh=p.RENEWAL_THRESH,
+            ensemble_steps=p.ENSEMBLE_STEPS,
+            seed=cfg.TEST.SAMPLER_SEED,
+            query_mode=p.QUERY_MODE,
+            num_proposals=p.NUM_PROPOSALS_TEST,
+        )
+
+    def step_rule(self, alphas_cumprod, num_timesteps):
+        """The per-quantity step rule of diffusion.py for this kind and number of steps
+        (raises PsdiffError for an unknown kind or steps outside [1, num_timesteps])."""
+        return diffusion.build_sampler(self.kind, alphas_cumprod, self.steps, num_timesteps,
+                                       self.eta)
+
+    # --- the two uses ------------------------------------------------------------------------
+
+    def detect(self, model, features, whwh, inputs):
+        """Gallery: Algorithm 2 from N_test proposals per image, each image's noise seeded by
+        its `noise_key`. Returns the kept CDL outputs (see `sample`)."""
+        generators = [image_generator(self.seed, noise_key(x, b)) for b, x in enumerate(inputs)]
+        return self.sample(model, features, whwh, generators, self.num_proposals)
+
+    def embed_queries(self, model, features, whwh, key, boxes):
+        """Queries: the unit-L2 embeddings [k, D] (e_hat0 of the last step) of the known boxes
+        [k, 4] (input pixels) of one image (features and whwh of batch size 1; `key` is its
+        `noise_key`).
+
+        With "denoise" each box takes the place of a first proposal of an ordinary Algorithm-2
+        run (N_test proposals, the gallery's sampler and seed rule), held fixed at every step
+        and never renewed, while its embedding is denoised from Gaussian noise; so queries and
+        gallery detections are embedded by the same process, and the CDL's self-attention sees
+        a full set of proposals as in training. "alone" runs the same loop with the query boxes
+        as the only proposals (cheaper). Boxes go in chunks of N_test.
+        """
+        chunk = max(self.num_proposals, 1)
+        embs = []
+        for start in range(0, len(boxes), chunk):
+            fixed = boxes[start: start + chunk]
+            num = self.num_proposals if self.query_mode == "denoise" else len(fixed)
+            generator = image_generator(self.seed, f"query:{key}:{start}")
+            out = self.sample(model, features, whwh, [generator], num, fixed[None])
+            e_hat = out[-1]["pred_embeddings"][0, : len(fixed)]
+            embs.append(model.embeddings_from_prediction(e_hat))
+        return torch.cat(embs) if embs else torch.zeros(0, model.emb_dim, device=model.device)
+
+    # --- Algorithm 2 -------------------------------------------------------------------------
+
+    def sample(self, model, features, whwh, generators, num_proposals, fixed_boxes=None):
+        """Denoises `num_proposals` Gaussian boxes and embeddings per image (Algorithm 2).
+
+        `fixed_boxes` [B, k, 4] (input pixels), if given, replace the first k boxes at every
+        step. Returns a list with one CDL output dict per step kept: the last step, or every
+        step with `ensemble_steps`.
+        """
+        batch = len(generators)
+        box_x, emb_x = self.gaussian(model, generators, num_proposals)
+        if not model.emb_diffusion:
+            emb_x = torch.zeros_like(emb_x)
+        rules = [self.step_rule(model.alphas_cumprod, model.num_timesteps)
+                 for _ in range(2)]  # one for boxes, one for embeddings
+        num_fixed = 0 if fixed_boxes is None else fixed_boxes.shape[1]
+        protected = torch.zeros(batch, num_proposals, dtype=torch.bool, device=model.device)
+        protected[:, :num_fixed] = True
+        kept = []
+        timesteps = rules[0].timesteps
+        for i, t in enumerate(timesteps):
+            boxes = model.signal_to_abs_boxes(box_x, whwh)
+            if num_fixed:
+                boxes = torch.cat([fixed_boxes, boxes[:, num_fixed:]], dim=1)
+            out = model.denoise(features, boxes, emb_x,
+                                torch.full((batch,), t, device=model.device))[-1]
+            if self.ensemble_steps or i == len(timesteps) - 1:
+                kept.append(out)
+            if i == len(timesteps) - 1:
+                return kept  # Algorithm 2: the last step returns b_hat0, e_hat0
+            box_noise, emb_noise = self.gaussian(model, generators, num_proposals)
+            box_x0 = model.abs_boxes_to_signal(out["pred_boxes"], whwh)
+            box_x = rules[0].step(i, box_x, box_x0, box_noise)
+            if model.emb_diffusion:
+                emb_x = rules[1].step(i, emb_x, model.embedding_signal(out), emb_noise)
+            if self.box_renewal:
+                box_x, emb_x = self.renew(model, out["pred_logits"], box_x, emb_x, rules,
+                                          generators, protected, rules[0].next_timesteps[i])
+
+    def gaussian(self, model, generators, num_proposals):
+        """Box and embedding noise, [B, N, 4] and [B, N, D], each image from its own generator."""
+        boxes = _randn(generators, (num_proposals, 4)).to(model.device)
+        embs = _randn(generators, (num_proposals, model.emb_dim)).to(model.device)
+        return boxes, embs
+
+    def fresh(self, model, generators, num_proposals, t):
+        """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
+        random boxes and directions) noised to t by Eq. 10, so they look like training rows."""
+        boxes0 = torch.stack([diffusion.random_boxes((num_proposals, 4), g) for g in generators])
+        embs0 = torch.stack([diffusion.random_embeddings((num_proposals, model.emb_dim), g)
+                             for g in generators])
+        box_x0, emb_x0 = model.clean_signals(boxes0.float().to(model.device),
+                                             embs0.float().to(model.device))
+        box_noise, emb_noise = self.gaussian(model, generators, num_proposals)
+        return (diffusion.q_sample(box_x0, t, model.alphas_cumprod, box_noise),
+                diffusion.q_sample(emb_x0, t, model.alphas_cumprod, emb_noise))
+
+    def renew(self, model, logits, box_x, emb_x, rules, generators, protected, t):
+        """DiffusionDet's box renewal: rows scoring <= `renewal_thresh` restart at step t.
+
+        DiffusionDet restarts them from pure noise whatever t is; here they restart as Eq. 10's
+        x_t of a placeholder (`fresh`), which at low t is mostly signal, as in training.
+        Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
+        """
+        renew = (logits[..., 0].sigmoid() <= self.renewal_thresh) & ~protected
+        fresh_boxes, fresh_embs = self.fresh(model, generators, box_x.shape[1], t)
+        box_x = torch.where(renew[..., None], fresh_boxes, box_x)
+        if model.emb_diffusion:
+            emb_x = torch.where(renew[..., None], fresh_embs, emb_x)
+        for rule in rules:
+            rule.reset_rows(renew)
+        return box_x, emb_x

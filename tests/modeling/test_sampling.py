@@ -1,0 +1,53 @@
+"""The sampler is chosen at evaluation time: giving a model another DiffusionSampler is the
+same as building it with those config keys (same weights), and other steps sample otherwise."""
+
+import dataclasses
+
+import torch
+from model_inputs import PERSONS, scene
+from tiny_config import tiny_cfg
+
+from psdiff.modeling import build_model
+from psdiff.modeling.sampling import DiffusionSampler
+
+
+def test_sampler_from_config_reads_every_inference_key():
+    cfg = tiny_cfg("MODEL.PSDIFF.SAMPLER", "DPM_SOLVER", "MODEL.PSDIFF.SAMPLE_STEPS", 3,
+                   "MODEL.PSDIFF.DDIM_ETA", 0.5, "MODEL.PSDIFF.BOX_RENEWAL", False,
+                   "MODEL.PSDIFF.RENEWAL_THRESH", 0.3, "MODEL.PSDIFF.ENSEMBLE_STEPS", True,
+                   "TEST.SAMPLER_SEED", 7, "MODEL.PSDIFF.QUERY_MODE", "alone",
+                   "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 5)
+    assert DiffusionSampler.from_config(cfg) == DiffusionSampler(
+        kind="DPM_SOLVER", steps=3, eta=0.5, box_renewal=False, renewal_thresh=0.3,
+        ensemble_steps=True, seed=7, query_mode="alone", num_proposals=5)
+
+
+def build(*overrides, weights=None):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(*overrides))
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model.eval()
+
+
+def test_steps_and_kind_chosen_at_evaluation_time_equal_a_model_built_with_them():
+    inputs = [{k: v for k, v in scene("s.jpg", PERSONS).items() if k != "instances"}]
+    query = [torch.tensor(PERSONS[:2], dtype=torch.float32)]
+    model = build()  # the tiny config samples 2 steps with DDIM
+    weights = model.state_dict()
+    detections, queries = {}, {}
+    for steps, kind in ((1, "DDIM"), (3, "DDIM"), (3, "DPM_SOLVER_PP")):
+        model.sampler = dataclasses.replace(model.sampler, steps=steps, kind=kind)
+        detections[steps, kind] = model(inputs)[0]
+        queries[steps, kind] = model.embed_queries(inputs, query)[0]
+        built = build("MODEL.PSDIFF.SAMPLE_STEPS", steps, "MODEL.PSDIFF.SAMPLER", kind,
+                      weights=weights)
+        expected = built(inputs)[0]
+        for key in ("boxes", "scores", "embeddings"):
+            assert torch.equal(detections[steps, kind][key], expected[key]), (steps, kind, key)
+        assert torch.equal(queries[steps, kind], built.embed_queries(inputs, query)[0])
+    assert not torch.equal(detections[1, "DDIM"]["boxes"], detections[3, "DDIM"]["boxes"])
+    assert not torch.equal(queries[1, "DDIM"], queries[3, "DDIM"])
+    # the untrained model scores every proposal under RENEWAL_THRESH, so all of them restart
+    # between steps whatever the step rule; the fixed query rows never do
+    assert not torch.equal(queries[3, "DDIM"], queries[3, "DPM_SOLVER_PP"])
