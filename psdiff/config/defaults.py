@@ -98,6 +98,7 @@ _C.MODEL.PSDIFF.USE_NMS = True  # NMS on the final detections
 _C.MODEL.PSDIFF.NMS_THRESH = 0.5  # NMS IoU threshold
 _C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool every step before NMS (off: Algorithm 2 = last)
 _C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # "denoise": fixed box among N_test proposals; "alone"
+_C.MODEL.PSDIFF.FUSED_KERNELS = False  # Triton dynamic-conv chain at inference on CUDA
 
 # ---------------------------------------------------------------------------------------------
 # ReID TEACHER (Eq. 11; psdiff/teacher). Keys are added below this line by the teacher module.

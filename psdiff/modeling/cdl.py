@@ -88,6 +88,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         sa_tokens="bins",
         dc_pooling="weighted_sum",
         emb_parts=0,
+        fused_kernels=False,
     ):
         """`in_channels`: FPN width; `strides`: FPN strides finest first. See `from_config`."""
         super().__init__()
@@ -118,7 +119,8 @@ class CollaborativeDenoisingLayer(nn.Module):
             self.self_attn_norm = nn.LayerNorm(hidden_dim)
         if use_dc:
             self.dynamic_conv = DynamicConv(
-                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution, dc_pooling
+                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution, dc_pooling,
+                fused_kernels,
             )
             self.dynamic_conv_norm = nn.LayerNorm(hidden_dim)
         if use_ca:
@@ -179,6 +181,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             sa_tokens=p.SA_TOKENS,
             dc_pooling=p.DC_POOLING,
             emb_parts=p.EMB_PARTS,
+            fused_kernels=p.FUSED_KERNELS,
         )
 
     def interact(self, det, reid, carried=None):
