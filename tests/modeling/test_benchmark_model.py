@@ -1,0 +1,58 @@
+"""tools/benchmark.py `model` and `train` on the tiny config at 64x96 (speed is never asserted)."""
+
+import json
+
+import pytest
+from tiny_config import TINY_OVERRIDES
+from tools_loader import load_tool
+
+benchmark = load_tool("benchmark")
+TINY = ["--size", "64", "96", "--repeats", "1", "--warmup", "0"]
+KEYS = ["MODEL.DEVICE", "cpu", *TINY_OVERRIDES]
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_step_ratios_by_hand():
+    ratios = benchmark.step_ratios({1: 100.0, 4: 130.0, 8: 170.0}, baseline_ms=125.0)
+    assert ratios == pytest.approx({"step-1 / Faster R-CNN": 0.8, "step-4 / Faster R-CNN": 1.04,
+                                    "step-8 / Faster R-CNN": 1.36,
+                                    "one extra step / step-1": 0.1})  # (170 - 100) / 7 / 100
+    assert benchmark.step_ratios({2: 1.0, 4: 2.0}) == {}  # no step 1, no baseline
+
+
+def test_model_times_each_step_the_backbone_and_the_baseline(tmp_path, capsys):
+    record = tmp_path / "benchmarks.md"
+    argv = ["model", *TINY, "--steps", "2", "1", "--baseline", "--profile", "--record",
+            str(record), *KEYS]
+    assert benchmark.main(argv) == 0
+    result = last_json(capsys)
+    assert list(result["latency_ms"]) == ["backbone (build_resnet_fpn_backbone)",
+                                          "PSDiff 1 step", "PSDiff 2 steps",
+                                          "Faster R-CNN R50-FPN"]
+    assert all(ms > 0 for ms in result["latency_ms"].values())
+    ms = result["latency_ms"]
+    assert result["ratios"]["step-1 / Faster R-CNN"] == pytest.approx(
+        ms["PSDiff 1 step"] / ms["Faster R-CNN R50-FPN"], rel=1e-3)
+    text = record.read_text()
+    assert text.startswith("## model: defaults, cpu")
+    for expected in ("torch ", "commit ", "python tools/benchmark.py model --size 64 96",
+                     "| PSDiff 2 steps |", "| one extra step / step-1 |",
+                     "One CDL call, 16 boxes", "| all ops |"):
+        assert expected in text
+
+
+def test_train_reports_iteration_time_and_peak_memory(tmp_path, capsys):
+    argv = ["train", *TINY, "--batch", "2", "--record", "", *KEYS, "SOLVER.AMP.ENABLED", "True"]
+    assert benchmark.main(argv) == 0
+    result = last_json(capsys)
+    assert result["batch"] == 2 and result["ms_per_iter"] > 0 and result["peak_memory_gib"] > 0
+    assert not list(tmp_path.iterdir())  # --record '': nothing written
+
+
+def test_counts_below_their_floor_are_refused():
+    with pytest.raises(SystemExit) as error:
+        benchmark.main(["model", "--steps", "0"])
+    assert error.value.code == 2
