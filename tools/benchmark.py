@@ -209,28 +209,39 @@ def step_ratios(ms_by_steps: dict, baseline_ms: float = None) -> dict:
     return ratios
 
 
+def no_grad_under_amp(cfg, fn):
+    """`fn` called under no_grad and TEST.AMP's autocast, as evaluation runs the model."""
+    def call():
+        with torch.no_grad(), inference_autocast(cfg):
+            return fn()
+    return call
+
+
 def model_calls(args, cfg, models: dict, inputs: list) -> dict:
     """name -> call of one inference: the backbone alone (with the input normalization), PSDiff
-    at each steps value and, with --baseline, Faster R-CNN; each under no_grad and TEST.AMP."""
-    def timed(fn):
-        def call():
-            with torch.no_grad(), inference_autocast(cfg):
-                return fn()
-        return call
-
+    at each steps value and, with --baseline, Faster R-CNN."""
     first = next(iter(models.values()))
-    calls = {f"backbone ({cfg.MODEL.BACKBONE.NAME})":
-             timed(lambda: first.extract_features(inputs))}
+    calls = {f"backbone ({cfg.MODEL.BACKBONE.NAME})": lambda: first.extract_features(inputs)}
     for steps, model in models.items():
-        calls[step_name(steps)] = timed(lambda model=model: model.inference(inputs))
+        calls[step_name(steps)] = lambda model=model: model.inference(inputs)
     if args.baseline:
         height, width = args.size
         frcnn = faster_rcnn(height, width, first.device)
         rgb = [inputs[0]["image"].flip(0).float() / 255]
-        calls[BASELINE] = timed(lambda: frcnn(rgb))
-    if args.profile:
-        calls["profile"] = timed(cdl_call(first, inputs))
-    return calls
+        calls[BASELINE] = lambda: frcnn(rgb)
+    return {name: no_grad_under_amp(cfg, fn) for name, fn in calls.items()}
+
+
+def profile_cdl(args, cfg, model, inputs: list) -> str:
+    """Where one CDL call's time goes, by part and by op, as two Markdown tables."""
+    cdl = no_grad_under_amp(cfg, cdl_call(model, inputs))
+    cdl()  # warm-up
+    head = f"One CDL call, {cfg.MODEL.PSDIFF.NUM_PROPOSALS_TEST} boxes, mean of {args.repeats}"
+    return "\n".join([
+        f"{head} calls, by part:", "", bench.module_table(cdl, model.cdl, model.device,
+                                                         args.repeats), "",
+        f"{head} calls, self time by op (torch.profiler, top 10):", "",
+        bench.profile_table(cdl, model.device, args.repeats)])
 
 
 def run_model(args) -> dict:
@@ -243,9 +254,8 @@ def run_model(args) -> dict:
     models = {s: build_seeded(c).eval() for s, c in cfgs.items()}
     device = models[steps[0]].device
     image = random_image(height, width, device)
-    calls = model_calls(args, cfg, models, [{"image": image, "height": height, "width": width,
-                                             "image_id": "benchmark"}])
-    profile = calls.pop("profile", None)
+    inputs = [{"image": image, "height": height, "width": width, "image_id": "benchmark"}]
+    calls = model_calls(args, cfg, models, inputs)
     times = bench.time_interleaved(calls, device, args.repeats, args.warmup)
 
     ms = {name: bench.median_ms(t) for name, t in times.items()}
@@ -262,10 +272,8 @@ def run_model(args) -> dict:
         body += ["", bench.markdown_table(["ratio", "value"], [
             [name, f"{100 * v:.1f} %" if "extra" in name else f"{v:.2f}"]
             for name, v in ratios.items()])]
-    if profile:
-        profile()  # warm-up
-        body += ["", f"One CDL call, {num} boxes: self time by op, mean of {args.repeats} calls "
-                 "(torch.profiler):", "", bench.profile_table(profile, device, args.repeats)]
+    if args.profile:
+        body += ["", profile_cdl(args, cfg, models[steps[0]], inputs)]
     text = "\n".join(body)
     print(text)
     if args.record:

@@ -10,6 +10,7 @@ import platform
 import resource
 import statistics
 import time
+from collections import defaultdict
 from datetime import datetime, timezone
 
 import torch
@@ -88,19 +89,24 @@ def markdown_table(header: list, rows: list) -> str:
 
 def record(path: str, title: str, command: str, device, body: str) -> None:
     """Append a section to `path`: `title`, the command, device, torch version, git commit, date
-    and load average (timings on a loaded machine say so), then `body`."""
+    and load average at the end of the run (timings on a loaded machine say so), then `body`."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## {title}", "",
         f"- command: `{command}`",
         f"- device: {device_name(device)}; torch {torch.__version__}; commit {get_git_commit()}",
-        f"- {date}; load average (1, 5, 15 min) before the run: {load}", "",
+        f"- {date}; load average (1, 5, 15 min) at the end of the run: {load}", "",
         body, "",
     ]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def _short(name: str, most: int = 60) -> str:
+    """An op or CUDA kernel name cut to `most` characters (kernel names run to hundreds)."""
+    return name if len(name) <= most else name[: most - 3] + "..."
 
 
 def profile_table(fn, device, calls: int = 1, top: int = 10) -> str:
@@ -119,8 +125,42 @@ def profile_table(fn, device, calls: int = 1, top: int = 10) -> str:
     events = [e for e in prof.key_averages() if getattr(e, attribute) > 0]
     total = sum(getattr(e, attribute) for e in events)
     events.sort(key=lambda e: getattr(e, attribute), reverse=True)
-    rows = [[f"`{e.key}`", f"{getattr(e, attribute) / 1000 / calls:.2f}",
+    rows = [[f"`{_short(e.key)}`", f"{getattr(e, attribute) / 1000 / calls:.2f}",
              f"{100 * getattr(e, attribute) / total:.1f} %", f"{e.count / calls:g}"]
             for e in events[:top]]
     rows.append(["all ops", f"{total / 1000 / calls:.2f}", "100 %", ""])
     return markdown_table(["op", "self ms per call", "share", "calls per call"], rows)
+
+
+def module_table(fn, module, device, calls: int = 1) -> str:
+    """Where the time of `fn()` goes among `module`'s direct children (forward hooks; on CUDA
+    each hook waits for the GPU), the rest being `module`'s own code between them; mean of
+    `calls` calls, largest first, as a Markdown table."""
+    device = torch.device(device)
+
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    spent = defaultdict(float)
+    handles = []
+    for name, child in module.named_children():
+        handles.append(child.register_forward_pre_hook(
+            lambda _m, _i, name=name: spent.__setitem__(name, spent[name] - clock())))
+        handles.append(child.register_forward_hook(
+            lambda _m, _i, _o, name=name: spent.__setitem__(name, spent[name] + clock())))
+    try:
+        start = clock()
+        for _ in range(calls):
+            fn()
+        total = clock() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    parts = sorted(spent.items(), key=lambda item: item[1], reverse=True)
+    parts.append((f"rest ({type(module).__name__}'s own code)", total - sum(spent.values())))
+    rows = [[f"`{name}`" if "(" not in name else name, f"{1000 * seconds / calls:.2f}",
+             f"{100 * seconds / total:.1f} %"] for name, seconds in parts]
+    rows.append(["all", f"{1000 * total / calls:.2f}", "100 %"])
+    return markdown_table(["part", "ms per call", "share"], rows)

@@ -1,10 +1,14 @@
 """tools/benchmark.py `model` and `train` on the tiny config at 64x96 (speed is never asserted)."""
 
 import json
+import time
 
 import pytest
 from tiny_config import TINY_OVERRIDES
 from tools_loader import load_tool
+from torch import nn
+
+from psdiff.utils.benchmark import module_table
 
 benchmark = load_tool("benchmark")
 TINY = ["--size", "64", "96", "--repeats", "1", "--warmup", "0"]
@@ -40,8 +44,42 @@ def test_model_times_each_step_the_backbone_and_the_baseline(tmp_path, capsys):
     assert text.startswith("## model: defaults, cpu")
     for expected in ("torch ", "commit ", "python tools/benchmark.py model --size 64 96",
                      "| PSDiff 2 steps |", "| one extra step / step-1 |",
-                     "One CDL call, 16 boxes", "| all ops |"):
+                     "One CDL call, 16 boxes", "| `self_attn` |",
+                     "| rest (CollaborativeDenoisingLayer's own code) |", "| all ops |"):
         assert expected in text
+
+
+class Sleeper(nn.Module):
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self):
+        time.sleep(self.seconds)
+
+
+class Parent(nn.Module):
+    """Two children (30 ms, then 0 ms) and 10 ms of its own between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.slow, self.quick = Sleeper(0.03), Sleeper(0.0)
+
+    def forward(self):
+        self.slow()
+        time.sleep(0.01)
+        self.quick()
+
+
+def test_module_table_splits_the_time_among_children():
+    parent = Parent()
+    lines = module_table(parent, parent, "cpu", calls=2).splitlines()[2:]
+    names = [line.split(" | ")[0].strip("| ") for line in lines]
+    assert names == ["`slow`", "`quick`", "rest (Parent's own code)", "all"]
+    ms = [float(line.split(" | ")[1]) for line in lines]
+    assert ms[0] >= 30 and ms[2] >= 10 and ms[1] < ms[2]  # per call; sleeps only overshoot
+    assert ms[3] == pytest.approx(sum(ms[:3]), abs=0.05)
+    assert not parent.slow._forward_hooks  # the hooks are removed
 
 
 def test_train_reports_iteration_time_and_peak_memory(tmp_path, capsys):
