@@ -76,7 +76,8 @@ def device_name(device) -> str:
                         if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"CPU {name}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU {name}, {threads} thread{'s' * (threads != 1)}"
 
 
 def markdown_table(header: list, rows: list) -> str:
@@ -132,10 +133,10 @@ def profile_table(fn, device, calls: int = 1, top: int = 10) -> str:
     return markdown_table(["op", "self ms per call", "share", "calls per call"], rows)
 
 
-def module_table(fn, module, device, calls: int = 1) -> str:
+def module_table(fn, module, device, calls: int = 1, top: int = 8) -> str:
     """Where the time of `fn()` goes among `module`'s direct children (forward hooks; on CUDA
     each hook waits for the GPU), the rest being `module`'s own code between them; mean of
-    `calls` calls, largest first, as a Markdown table."""
+    `calls` calls, the `top` children largest first, as a Markdown table."""
     device = torch.device(device)
 
     def clock() -> float:
@@ -159,8 +160,11 @@ def module_table(fn, module, device, calls: int = 1) -> str:
         for handle in handles:
             handle.remove()
     parts = sorted(spent.items(), key=lambda item: item[1], reverse=True)
+    if len(parts) > top:
+        others = parts[top:]
+        parts = parts[:top] + [(f"other parts ({len(others)})", sum(s for _, s in others))]
     parts.append((f"rest ({type(module).__name__}'s own code)", total - sum(spent.values())))
-    rows = [[f"`{name}`" if "(" not in name else name, f"{1000 * seconds / calls:.2f}",
+    rows = [[f"`{name}`" if name in spent else name, f"{1000 * seconds / calls:.2f}",
              f"{100 * seconds / total:.1f} %"] for name, seconds in parts]
     rows.append(["all", f"{1000 * total / calls:.2f}", "100 %"])
     return markdown_table(["part", "ms per call", "share"], rows)

@@ -80,6 +80,9 @@ def test_module_table_splits_the_time_among_children():
     assert ms[0] >= 30 and ms[2] >= 10 and ms[1] < ms[2]  # per call; sleeps only overshoot
     assert ms[3] == pytest.approx(sum(ms[:3]), abs=0.05)
     assert not parent.slow._forward_hooks  # the hooks are removed
+    lines = module_table(parent, parent, "cpu", top=1).splitlines()[2:]
+    assert [line.split(" | ")[0].strip("| ") for line in lines] == [
+        "`slow`", "other parts (1)", "rest (Parent's own code)", "all"]
 
 
 def test_train_reports_iteration_time_and_peak_memory(tmp_path, capsys):
