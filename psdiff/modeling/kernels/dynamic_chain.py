@@ -53,13 +53,15 @@ def _layer(x, kernel, norm):
     block_l = min(64, max(16, triton.next_power_of_2(length)))
     block_o = max(16, triton.next_power_of_2(c_out))
     block_i = min(32, max(16, triton.next_power_of_2(c_in)))
-    tf32 = kernel.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    # Triton's default "tf32" only matters for fp32 operands: "ieee" when torch's matmuls would
+    # not use TF32 either
+    exact = kernel.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
     grid = (boxes, triton.cdiv(length, block_l))
     _bmm_layernorm_relu[grid](
         x, kernel, norm.weight, norm.bias, out, length, c_in, c_out, norm.eps,
         *x.stride(), *kernel.stride(), *out.stride(),
         BLOCK_L=block_l, BLOCK_I=block_i, BLOCK_O=block_o,
-        PRECISION="tf32" if tf32 else "ieee", num_warps=8 if block_o >= 256 else 4,
+        PRECISION="ieee" if exact else "tf32", num_warps=8 if block_o >= 256 else 4,
     )
     return out
 
