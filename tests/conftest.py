@@ -4,11 +4,20 @@ so every test folder imports the shared helpers `tools_loader` and `tiny_config`
 A tool run in-process calls `setup_logger`, whose console handler holds the `sys.stdout` of that
 moment: pytest's capture stream of that test, closed when the test ends. The handlers are
 dropped after every test, so a later test's log records never meet a closed stream (logging
-would print "--- Logging error ---" into that test's captured stderr)."""
+would print "--- Logging error ---" into that test's captured stderr).
+
+Without a CUDA GPU the session runs Triton kernels in Triton's CPU interpreter: Triton reads
+TRITON_INTERPRET once, when it is first imported, so it is set here, before any test imports it.
+"""
 
 import logging
+import os
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -3,21 +3,35 @@
 
     eval   every metric of the CUHK-SYSU protocol on generated predictions of the real size
            (6,978 gallery images, 2,900 queries, gallery 100, up to 300 detections per image)
+    model  inference latency of a config at several sampling steps, its backbone alone and,
+           with --baseline, torchvision's Faster R-CNN R50-FPN, interleaved in one run
+    train  training iteration time and peak memory at a batch size
+
+`model` and `train` use random weights (MODEL.BACKBONE.PRETRAINED ""), take config keys at the
+end (`MODEL.DEVICE cpu`, `TEST.AMP.ENABLED True`, ...), print a Markdown table and append it to
+docs/benchmarks.md (--record) with the device, torch version, git commit and command.
 
 A subcommand is a function `add_<name>(subparsers)` that registers its parser and sets
 `func` to the function that runs it; add new ones to `SUBCOMMANDS`.
 """
 
 import argparse
+import itertools
 import json
 import logging
+import os
+import shlex
 import sys
 import time
 
 import numpy as np
+import torch
 
+from psdiff.config import get_cfg
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import Predictions
+from psdiff.utils import benchmark as bench
+from psdiff.utils.amp import inference_autocast
 from psdiff.utils.errors import PsdiffError, exit_status
 from psdiff.utils.logger import setup_logger
 
@@ -99,7 +113,267 @@ def add_eval(subparsers) -> None:
     parser.set_defaults(func=run_eval)
 
 
-SUBCOMMANDS = (add_eval,)
+DOCS_BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "docs/benchmarks.md")
+
+
+def load_cfg(args, *overrides):
+    """The config of `--config-file`, random backbone weights, `overrides`, then the command's
+    own KEY VALUE pairs (the last word), frozen."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(["MODEL.BACKBONE.PRETRAINED", "", *overrides, *args.opts])
+    cfg.freeze()
+    return cfg
+
+
+def build_seeded(cfg):
+    """The model of `cfg` with the same random weights at every call (seed 0)."""
+    from psdiff.modeling import build_model
+
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+def random_image(height: int, width: int, device) -> torch.Tensor:
+    """A uint8 BGR image [3, H, W] of uniform noise, the same at every call."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (3, height, width), generator=generator,
+                         dtype=torch.uint8).to(device)
+
+
+def faster_rcnn(height: int, width: int, device):
+    """torchvision's Faster R-CNN R50-FPN, random weights (offline), resizing nothing at H x W."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=height,
+                                    max_size=max(height, width))
+    return model.eval().to(device)
+
+
+def cdl_call(model, inputs):
+    """One CDL call on N_test boxes drawn as at the first sampling step (pure noise)."""
+    with torch.no_grad():
+        features, _, whwh = model.extract_features(inputs)
+    num, dim = model.sampler.num_proposals, model.cdl.emb_dim
+    generator = torch.Generator().manual_seed(0)
+    boxes = model.signal_to_abs_boxes(
+        torch.randn(1, num, 4, generator=generator).to(model.device), whwh)
+    embeddings = torch.randn(1, num, dim, generator=generator).to(model.device)
+    t = torch.full((1,), model.num_timesteps - 1, device=model.device)
+    return lambda: model.cdl(features, boxes, embeddings, t)
+
+
+BASELINE = "Faster R-CNN R50-FPN"
+
+
+def step_name(steps: int) -> str:
+    return f"PSDiff {steps} step{'s' * (steps > 1)}"
+
+
+def at_least(least: int):
+    """An argparse type: an int no smaller than `least`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+    return parse
+
+
+def latency_rows(times: dict, reference: str = None) -> list:
+    """Table rows: name, median ms (min-max), FPS and, with a `reference` name, the ratio."""
+    rows = []
+    for name, seconds in times.items():
+        ms = bench.median_ms(seconds)
+        row = [name, f"{ms:.1f} ({1000 * min(seconds):.0f}-{1000 * max(seconds):.0f})",
+               f"{1000 / ms:.2f}"]
+        if reference:
+            row.append(f"{ms / bench.median_ms(times[reference]):.2f}")
+        rows.append(row)
+    return rows
+
+
+def step_ratios(ms_by_steps: dict, baseline_ms: float = None) -> dict:
+    """Each step count's latency over the baseline's, and one extra step over step 1's latency
+    from the 1-step and largest-step latencies: (t_n - t_1) / (n - 1) / t_1."""
+    ratios = {}
+    if baseline_ms:
+        ratios.update({f"step-{s} / Faster R-CNN": ms / baseline_ms
+                       for s, ms in ms_by_steps.items()})
+    most = max(ms_by_steps)
+    if 1 in ms_by_steps and most > 1:
+        t1 = ms_by_steps[1]
+        ratios["one extra step / step-1"] = (ms_by_steps[most] - t1) / (most - 1) / t1
+    return ratios
+
+
+def no_grad_under_amp(cfg, fn):
+    """`fn` called under no_grad and TEST.AMP's autocast, as evaluation runs the model."""
+    def call():
+        with torch.no_grad(), inference_autocast(cfg):
+            return fn()
+    return call
+
+
+def model_calls(args, cfg, models: dict, inputs: list) -> dict:
+    """name -> call of one inference: the backbone alone (with the input normalization), PSDiff
+    at each steps value and, with --baseline, Faster R-CNN."""
+    first = next(iter(models.values()))
+    calls = {f"backbone ({cfg.MODEL.BACKBONE.NAME})": lambda: first.extract_features(inputs)}
+    for steps, model in models.items():
+        calls[step_name(steps)] = lambda model=model: model.inference(inputs)
+    if args.baseline:
+        height, width = args.size
+        frcnn = faster_rcnn(height, width, first.device)
+        rgb = [inputs[0]["image"].flip(0).float() / 255]
+        calls[BASELINE] = lambda: frcnn(rgb)
+    return {name: no_grad_under_amp(cfg, fn) for name, fn in calls.items()}
+
+
+def profile_cdl(args, cfg, model, inputs: list) -> str:
+    """Where one CDL call's time goes, by part and by op, as two Markdown tables."""
+    cdl = no_grad_under_amp(cfg, cdl_call(model, inputs))
+    cdl()  # warm-up
+    head = f"One CDL call, {cfg.MODEL.PSDIFF.NUM_PROPOSALS_TEST} boxes, mean of {args.repeats}"
+    return "\n".join([
+        f"{head} calls, by part:", "", bench.module_table(cdl, model.cdl, model.device,
+                                                         args.repeats), "",
+        f"{head} calls, self time by op (torch.profiler, top 10):", "",
+        bench.profile_table(cdl, model.device, args.repeats)])
+
+
+def run_model(args) -> dict:
+    """Inference latency at each --steps, the backbone alone and the optional baseline; with
+    --profile, where one CDL call's time goes."""
+    height, width = args.size
+    steps = sorted(set(args.steps))
+    cfgs = {s: load_cfg(args, "MODEL.PSDIFF.SAMPLE_STEPS", str(s)) for s in steps}
+    cfg = cfgs[steps[0]]
+    models = {s: build_seeded(c).eval() for s, c in cfgs.items()}
+    device = models[steps[0]].device
+    image = random_image(height, width, device)
+    inputs = [{"image": image, "height": height, "width": width, "image_id": "benchmark"}]
+    calls = model_calls(args, cfg, models, inputs)
+    times = bench.time_interleaved(calls, device, args.repeats, args.warmup)
+
+    ms = {name: bench.median_ms(t) for name, t in times.items()}
+    ratios = step_ratios({s: ms[step_name(s)] for s in steps}, ms.get(BASELINE))
+    amp = f"autocast {cfg.TEST.AMP.DTYPE}" if cfg.TEST.AMP.ENABLED else "fp32"
+    num = cfg.MODEL.PSDIFF.NUM_PROPOSALS_TEST
+    reference = BASELINE if args.baseline else None
+    body = [f"Inference at {height}x{width} (H x W), batch 1, {amp}, N_test {num}, median of "
+            f"{args.repeats} interleaved runs after {args.warmup} warm-up:", "",
+            bench.markdown_table(["what", "ms median (min-max)", "FPS"]
+                                 + ([f"/ {BASELINE}"] if reference else []),
+                                 latency_rows(times, reference))]
+    if ratios:
+        body += ["", bench.markdown_table(["ratio", "value"], [
+            [name, f"{100 * v:.1f} %" if "extra" in name else f"{v:.2f}"]
+            for name, v in ratios.items()])]
+    if args.profile:
+        body += ["", profile_cdl(args, cfg, models[steps[0]], inputs)]
+    text = "\n".join(body)
+    print(text)
+    if args.record:
+        bench.record(args.record, f"model: {args.config_file or 'defaults'}, {device}",
+                     args.command_line, device, text)
+    return {"benchmark": "model", "device": str(device), "size": [height, width],
+            "latency_ms": {name: round(v, 2) for name, v in ms.items()},
+            "ratios": {name: round(v, 4) for name, v in ratios.items()}}
+
+
+def person_batch(batch: int, height: int, width: int, emb_dim: int, device) -> list:
+    """`batch` training inputs: noise images, each with 4 persons and teacher embeddings."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = []
+    for i in range(batch):
+        corner = torch.rand(4, 2, generator=generator) * torch.tensor([width, height]) * 0.7
+        size = (0.1 + 0.2 * torch.rand(4, 2, generator=generator)) * torch.tensor([width, height])
+        embeddings = torch.nn.functional.normalize(torch.randn(4, emb_dim, generator=generator),
+                                                   dim=-1)
+        inputs.append({"image": random_image(height, width, device), "image_id": f"train{i}",
+                       "instances": {"boxes": torch.cat([corner, corner + size], dim=1),
+                                     "embeddings": embeddings}})
+    return inputs
+
+
+def run_train(args) -> dict:
+    """Iteration time and peak memory of the training step (AMP when SOLVER.AMP.ENABLED)."""
+    from psdiff.engine import AMPTrainer, SimpleTrainer
+    from psdiff.solver import build_gradient_clipper, build_optimizer
+    from psdiff.utils.amp import amp_dtype
+    from psdiff.utils.events import EventStorage
+
+    height, width = args.size
+    cfg = load_cfg(args)
+    model = build_seeded(cfg)
+    device = model.device
+    data = itertools.repeat(person_batch(args.batch, height, width, cfg.MODEL.PSDIFF.EMB_DIM,
+                                         device))
+    optimizer = build_optimizer(cfg, model)
+    clip = build_gradient_clipper(cfg)
+    amp = cfg.SOLVER.AMP.ENABLED
+    trainer = (AMPTrainer(model, data, optimizer, clip, amp_dtype(cfg.SOLVER.AMP, "SOLVER.AMP"))
+               if amp else SimpleTrainer(model, data, optimizer, clip))
+    bench.reset_peak_memory(device)
+    with EventStorage(0):
+        times = bench.time_interleaved({"step": trainer.run_step}, device, args.repeats,
+                                       args.warmup)["step"]
+    peak = bench.peak_memory_bytes(device)
+    ms = bench.median_ms(times)
+    memory = "CUDA max allocated" if device.type == "cuda" else "CPU max RSS"
+    text = bench.markdown_table(
+        ["batch", "H x W", "AMP", "ms per iteration (min-max)", "images/s", f"{memory} GiB"],
+        [[args.batch, f"{height}x{width}", cfg.SOLVER.AMP.DTYPE if amp else "off",
+          f"{ms:.0f} ({1000 * min(times):.0f}-{1000 * max(times):.0f})",
+          f"{1000 * args.batch / ms:.2f}", f"{peak / 2**30:.2f}"]])
+    print(text)
+    if args.record:
+        bench.record(args.record, f"train: {args.config_file or 'defaults'}, {device}",
+                     args.command_line, device, f"Training step, median of {args.repeats} after "
+                     f"{args.warmup} warm-up:\n\n{text}")
+    return {"benchmark": "train", "device": str(device), "batch": args.batch,
+            "ms_per_iter": round(ms, 1), "peak_memory_gib": round(peak / 2**30, 3)}
+
+
+def add_common(parser, repeats: int) -> None:
+    """Arguments of `model` and `train`: the config, input size, repeats and where to record."""
+    parser.add_argument("--config-file", default="", metavar="FILE")
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1333], metavar=("H", "W"),
+                        help="input height and width (default 800 1333)")
+    parser.add_argument("--repeats", type=at_least(1), default=repeats,
+                        help="timed runs (median)")
+    parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed runs before")
+    parser.add_argument("--record", default=DOCS_BENCHMARKS, metavar="FILE",
+                        help="Markdown file the table is appended to; '' = print only")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+
+
+def add_model(subparsers) -> None:
+    """Register `model`: inference latency and FPS of a config, optionally against FRCNN."""
+    parser = subparsers.add_parser("model", help="inference latency at several sampling steps")
+    parser.add_argument("--steps", type=at_least(1), nargs="+", default=[1, 2, 4, 8],
+                        help="sampling steps to time (MODEL.PSDIFF.SAMPLE_STEPS)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time torchvision's Faster R-CNN R50-FPN, and print ratios")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one CDL call (self time by op, top 10)")
+    add_common(parser, repeats=5)
+    parser.set_defaults(func=run_model)
+
+
+def add_train(subparsers) -> None:
+    """Register `train`: iteration time and peak memory at a batch size."""
+    parser = subparsers.add_parser("train", help="training iteration time and peak memory")
+    parser.add_argument("--batch", type=at_least(1), default=8, help="images per iteration")
+    add_common(parser, repeats=3)
+    parser.set_defaults(func=run_train)
+
+
+SUBCOMMANDS = (add_eval, add_model, add_train)
 
 
 def main(argv=None) -> int:
@@ -109,7 +383,9 @@ def main(argv=None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["python", "tools/benchmark.py", *argv])
     setup_logger()
     return exit_status(lambda: print(json.dumps(args.func(args))))
 

@@ -99,6 +99,7 @@ _C.MODEL.PSDIFF.USE_NMS = True  # NMS on the final detections
 _C.MODEL.PSDIFF.NMS_THRESH = 0.5  # NMS IoU threshold
 _C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool every step before NMS (off: Algorithm 2 = last)
 _C.MODEL.PSDIFF.QUERY_MODE = "denoise"  # "denoise": fixed box among N_test proposals; "alone"
+_C.MODEL.PSDIFF.FUSED_KERNELS = False  # Triton dynamic-conv chain at inference on CUDA
 
 # ---------------------------------------------------------------------------------------------
 # ReID TEACHER (Eq. 11; psdiff/teacher). Keys are added below this line by the teacher module.
@@ -206,3 +207,7 @@ _C.TEST.IGNORE_CAM_ID = True  # PRW: gallery includes the query's camera (papers
 _C.TEST.CWS = False  # confidence-weighted similarity: cosine x detection score
 _C.TEST.EVAL_USE_GT = False  # use ground-truth boxes as detections (upper bound)
 _C.TEST.SAVE_PREDICTIONS = True  # write predictions.npz so metrics can be recomputed offline
+
+_C.TEST.AMP = CN()
+_C.TEST.AMP.ENABLED = False  # inference under autocast (evaluation, predictor, benchmark)
+_C.TEST.AMP.DTYPE = "bfloat16"  # "bfloat16" or "float16", as SOLVER.AMP.DTYPE

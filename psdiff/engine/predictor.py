@@ -4,6 +4,7 @@ Detectron2's `DefaultPredictor` for person search: `SearchPredictor(cfg)` builds
 loads `MODEL.WEIGHTS`, and takes BGR images as numpy arrays, resized as the test mapper does
 (`INPUT.MIN_SIZE_TEST` / `INPUT.MAX_SIZE_TEST` / `INPUT.FORMAT`). Each image's sampler noise is
 seeded by its file name (without folder), as in evaluation, so results are repeatable.
+TEST.AMP runs the model under autocast, as in evaluation.
 Ranking follows the evaluation protocol: gallery detections scoring >= det_thresh, cosine
 similarity to the query, times the detection score with CWS. An unreadable gallery image is
 skipped with a warning naming it; only a gallery without any readable image is an error.
@@ -20,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from psdiff.data.mapper import DatasetMapper
+from psdiff.utils.amp import inference_autocast
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.image import read_image
 
@@ -103,13 +105,15 @@ class SearchPredictor:
         """The L2-normalized embedding [D] of the person in `box` (xyxy, image pixels)."""
         box = check_box(box, image_bgr.shape)
         inputs = [self.model_input(image_bgr, image_id)]
-        return self.model.embed_queries(inputs, [torch.tensor([box])])[0][0].cpu().numpy()
+        with inference_autocast(self.cfg):
+            embedding = self.model.embed_queries(inputs, [torch.tensor([box])])[0][0]
+        return embedding.cpu().numpy()
 
     def detect_batch(self, images_bgr: list, image_ids: list) -> list[dict]:
         """Detections of several images in one model call: numpy boxes [K, 4] (image
         pixels), scores [K], embeddings [K, D] (L2-normalized) per image."""
         inputs = [self.model_input(image, i) for image, i in zip(images_bgr, image_ids)]
-        with torch.no_grad():
+        with torch.no_grad(), inference_autocast(self.cfg):
             outputs = self.model(inputs)
         return [{k: v.cpu().numpy() for k, v in out.items()} for out in outputs]
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from psdiff.data import build_test_loader, get_search_split, resolve_root
 from psdiff.utils import comm
+from psdiff.utils.amp import inference_autocast
 from psdiff.utils.io import json_safe
 
 from .metrics import metrics_from_cfg
@@ -229,12 +230,14 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
 def evaluate(cfg, model, dataset_name: str) -> dict:
     """Run `model` on a test split and return its flat metrics dict on rank 0 (`{}` elsewhere).
 
-    Used by the training loop's periodic evaluation and by `--eval-only`.
+    Used by the training loop's periodic evaluation and by `--eval-only`; under autocast with
+    TEST.AMP.ENABLED.
     """
     evaluator = build_evaluator(cfg, dataset_name)
     gallery_ids = {r["image_id"] for r in evaluator.gallery}
     outside = [d for d in evaluator.query_images() if d["image_id"] not in gallery_ids]
     query_loader = build_test_loader(cfg, outside) if outside else []
-    inference_on_dataset(model, build_test_loader(cfg, evaluator.gallery), query_loader,
-                         evaluator, use_gt_boxes=cfg.TEST.EVAL_USE_GT)
+    with inference_autocast(cfg):
+        inference_on_dataset(model, build_test_loader(cfg, evaluator.gallery), query_loader,
+                             evaluator, use_gt_boxes=cfg.TEST.EVAL_USE_GT)
     return evaluator.evaluate()

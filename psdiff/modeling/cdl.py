@@ -91,6 +91,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         dc_pooling="weighted_sum",
         emb_parts=0,
         emb_detach=False,
+        fused_kernels=False,
     ):
         """`in_channels`: FPN width; `strides`: FPN strides finest first. See `from_config`."""
         super().__init__()
@@ -121,7 +122,8 @@ class CollaborativeDenoisingLayer(nn.Module):
             self.self_attn_norm = nn.LayerNorm(hidden_dim)
         if use_dc:
             self.dynamic_conv = DynamicConv(
-                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution, dc_pooling
+                hidden_dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution, dc_pooling,
+                fused_kernels,
             )
             self.dynamic_conv_norm = nn.LayerNorm(hidden_dim)
         if use_ca:
@@ -184,6 +186,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             dc_pooling=p.DC_POOLING,
             emb_parts=p.EMB_PARTS,
             emb_detach=p.EMB_DETACH,
+            fused_kernels=p.FUSED_KERNELS,
         )
 
     def interact(self, det, reid, carried=None):

@@ -19,6 +19,8 @@ from torch import nn
 
 from psdiff.utils.errors import PsdiffError
 
+from .kernels import fused_applies
+
 DC_POOLINGS = ("weighted_sum", "flatten")  # MODEL.PSDIFF.DC_POOLING choices
 
 
@@ -37,7 +39,7 @@ class DynamicConv(nn.Module):
     """F_d [K, S*S, C] and F_r [K, C] -> [K, C]: dynamic 1x1 convolutions, then spatial pooling."""
 
     def __init__(self, dim, dim_dynamic, num_dynamic, kernel_rank, pooler_resolution,
-                 pooling="weighted_sum"):
+                 pooling="weighted_sum", fused=False):
         super().__init__()
         if num_dynamic < 2:
             raise PsdiffError(f"MODEL.PSDIFF.NUM_DYNAMIC must be >= 2 (dynamic conv layers), "
@@ -57,6 +59,7 @@ class DynamicConv(nn.Module):
             self.spatial_weights = nn.Parameter(torch.full((bins, dim), 1.0 / bins))
             self.out_layer = nn.Linear(dim, dim)
         self.out_norm = nn.LayerNorm(dim)
+        self.fused = fused  # MODEL.PSDIFF.FUSED_KERNELS
 
     def generate_kernels(self, reid_features):
         """F_r [K, C] -> list of [K, d_i, d_i+1] kernels (Fig. 3: 'Linear' on F_r)."""
@@ -66,6 +69,9 @@ class DynamicConv(nn.Module):
         return [c.reshape(-1, a, b) for c, (a, b) in zip(chunks, shapes)]
 
     def forward(self, det_features, reid_features):
-        x = dynamic_chain(det_features, self.generate_kernels(reid_features), self.norms)
+        chain = dynamic_chain
+        if self.fused and fused_applies(det_features):
+            from .kernels.dynamic_chain import fused_dynamic_chain as chain
+        x = chain(det_features, self.generate_kernels(reid_features), self.norms)
         pooled = x.flatten(1) if self.flatten else (x * self.spatial_weights).sum(dim=1)
         return F.relu(self.out_norm(self.out_layer(pooled)))
