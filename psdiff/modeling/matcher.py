@@ -103,6 +103,17 @@ class HungarianMatcher(nn.Module):
         return indices
 
 
+def every_person_matched(chosen, cost):
+    """(pred_idx, gt_idx) of a boolean assignment [N, M], after giving each person that has no
+    prediction its cheapest prediction still free (while any is)."""
+    for g in torch.nonzero(chosen.sum(0) == 0).flatten():
+        free = chosen.sum(1) == 0
+        if not free.any():
+            break
+        chosen[torch.where(free, cost[:, g], torch.inf).argmin(), g] = True
+    return torch.nonzero(chosen, as_tuple=True)
+
+
 class DynamicKMatcher(HungarianMatcher):
     """DiffusionDet's dynamic-k assignment on the same cost (MODEL.PSDIFF.MATCHER "dynamic_k").
 
@@ -129,13 +140,7 @@ class DynamicKMatcher(HungarianMatcher):
         cheapest = torch.where(chosen, cost, torch.inf).argmin(1)
         chosen[shared] = False
         chosen[shared, cheapest[shared]] = True
-        for g in torch.nonzero(chosen.sum(0) == 0).flatten():
-            free = chosen.sum(1) == 0
-            if not free.any():
-                break
-            chosen[torch.where(free, cost[:, g], torch.inf).argmin(), g] = True
-        rows, cols = torch.nonzero(chosen, as_tuple=True)
-        return rows, cols
+        return every_person_matched(chosen, cost)
 
 
 class IoUMatcher(HungarianMatcher):
@@ -151,13 +156,7 @@ class IoUMatcher(HungarianMatcher):
         chosen = torch.zeros_like(cost, dtype=torch.bool)
         hits = torch.nonzero(best_iou >= self.IOU_THRESH).flatten()
         chosen[hits, best_gt[hits]] = True
-        for g in torch.nonzero(chosen.sum(0) == 0).flatten():
-            free = chosen.sum(1) == 0
-            if not free.any():
-                break
-            chosen[torch.where(free, cost[:, g], torch.inf).argmin(), g] = True
-        rows, cols = torch.nonzero(chosen, as_tuple=True)
-        return rows, cols
+        return every_person_matched(chosen, cost)
 
 
 MATCHER_CLASSES = dict(zip(MATCHERS, (HungarianMatcher, DynamicKMatcher, IoUMatcher)))
