@@ -61,6 +61,12 @@ def read_metrics(path: str) -> dict:
     return data.get("metrics", data)
 
 
+def datasets_root(opts: list) -> str:
+    """The absolute datasets root: DATASETS.ROOT among `KEY VALUE` overrides, else its rule."""
+    pairs = dict(zip(opts[::2], opts[1::2]))
+    return os.path.abspath(resolve_root(pairs.get("DATASETS.ROOT", "")))
+
+
 def prepare(root: str, out: str) -> tuple:
     """Stages 1-3: benchmark, teacher, e0 targets. Returns (teacher dir, targets file)."""
     teacher_dir = os.path.join(out, "teacher")
@@ -137,10 +143,11 @@ def headline(metrics: dict, keys=HEADLINE) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="output/demo", help="everything goes here")
-    parser.add_argument("--root", default="", help="datasets root (default: DATASETS.ROOT rule)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="DATASETS.ROOT DIR: where the benchmark is (default: its rule)")
     args = parser.parse_args()
 
-    root = os.path.abspath(resolve_root(args.root))
+    root = datasets_root(args.opts)
     out = os.path.abspath(args.output_dir)
     teacher_dir, targets = prepare(root, out)
     psdiff_dir = os.path.join(out, "psdiff")

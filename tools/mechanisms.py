@@ -7,7 +7,8 @@
 Stages 1-3 of `make demo` (benchmark, teacher, e0; reused when --output-dir holds them), then
 for every seed (SEED) one training of each variant of configs/synthetic/psdiff_r18_synthetic_
 cuhk.yaml that the chosen tables need, each evaluated as the table asks (steps, sampler).
-`KEY VALUE` overrides apply to every training (e.g. SOLVER.MAX_ITER 400 for a quick look).
+`KEY VALUE` overrides apply to every training (e.g. SOLVER.MAX_ITER 400 for a quick look);
+DATASETS.ROOT among them also says where the benchmark is written.
 Finished runs and evaluations are reused, so a stopped run continues where it was. Writes
 `mechanisms.md` (one Markdown table per claim: mean and range over the seeds, and the command)
 into --output-dir and prints it.
@@ -19,9 +20,7 @@ import shlex
 import sys
 
 import numpy as np
-from demo_synthetic import evaluate, prepare, train
-
-from psdiff.data.catalog import resolve_root
+from demo_synthetic import datasets_root, evaluate, prepare, train
 
 # training variants: name -> overrides of the synthetic recipe
 VARIANTS = {
@@ -73,13 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="output/mechanisms", help="everything goes here")
-    parser.add_argument("--root", default="", help="datasets root (default: DATASETS.ROOT rule)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="SEED of each run")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE training overrides")
     args = parser.parse_args()
 
-    root = os.path.abspath(resolve_root(args.root))
+    root = datasets_root(args.opts)
     out = os.path.abspath(args.output_dir)
     _, targets = prepare(root, out)
     lines = [f"Command: `python tools/mechanisms.py {shlex.join(sys.argv[1:])}`", ""]
