@@ -17,11 +17,12 @@ plot_results = load_tool("plot_results")
 def test_gallery_size_figure_and_table(tmp_path):
     runs = {"A": {"search@50/mAP": 0.9, "search@100/mAP": 0.85, "search@4000/mAP": 0.7},
             "B": {"search@50/mAP": 0.8, "search@100/mAP": 0.75, "search/mAP": 0.75}}
-    table = plot_gallery_size(runs, str(tmp_path / "fig4.png"))
+    figure = tmp_path / "fig4.png"
+    table = plot_gallery_size(runs, str(figure))
     assert table.splitlines() == ["| run | 50 | 100 | 4000 |", "|---|---|---|---|",
                                   "| A | 90.0 | 85.0 | 70.0 |", "| B | 80.0 | 75.0 | - |"]
-    assert (tmp_path / "fig4.md").read_text() == table
-    assert cv2.imread(str(tmp_path / "fig4.png")).shape[2] == 3
+    assert figure.with_suffix(".md").read_text() == table  # the table beside the figure
+    assert cv2.imread(str(figure)).shape[2] == 3
 
 
 def test_steps_tool_reads_steps_from_the_evaluator_files(tmp_path, capsys):
