@@ -23,6 +23,7 @@ from psdiff.evaluation import evaluate
 from psdiff.modeling import build_model
 from psdiff.solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from psdiff.utils import comm
+from psdiff.utils.amp import amp_dtype
 from psdiff.utils.env import check_device, collect_env_info, get_git_commit, seed_all_rng
 from psdiff.utils.errors import PsdiffError
 from psdiff.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
@@ -34,8 +35,6 @@ from .checkpoint import Checkpointer, unwrap_model
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 logger = logging.getLogger(__name__)
-
-_AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -247,10 +246,7 @@ class DefaultTrainer(TrainerBase):
         self.model = model
         grad_clip = build_gradient_clipper(cfg)
         if cfg.SOLVER.AMP.ENABLED:
-            if cfg.SOLVER.AMP.DTYPE not in _AMP_DTYPES:
-                raise PsdiffError(f"unknown SOLVER.AMP.DTYPE {cfg.SOLVER.AMP.DTYPE!r}: "
-                                  "use 'bfloat16' or 'float16'")
-            dtype = _AMP_DTYPES[cfg.SOLVER.AMP.DTYPE]
+            dtype = amp_dtype(cfg.SOLVER.AMP, "SOLVER.AMP")
             self._trainer = AMPTrainer(model, None, optimizer, grad_clip, dtype)
         else:
             self._trainer = SimpleTrainer(model, None, optimizer, grad_clip)
