@@ -38,6 +38,7 @@ class SearchSplit:
     protocol: str  # the registered protocol's name, e.g. "cuhk_sysu" or "prw"
     gallery: list
     queries: list
+    gallery_size: int = 100  # the size the queries' galleries were loaded at (the headline's)
 
 
 def register_dataset(name: str, folder: str, protocol: SearchProtocol,
@@ -103,9 +104,12 @@ def get_train_dicts(name: str, root: str) -> list:
 
 def get_search_split(name: str, root: str, gallery_size: int = 100) -> SearchSplit:
     """Gallery and queries of a test set; `gallery_size` picks the queries' galleries where the
-    dataset has several (CUHK-SYSU's TestG<N>, -1 = the whole pool) and is ignored otherwise."""
+    dataset has several (CUHK-SYSU's TestG<N>, -1 = the whole pool) and is ignored otherwise.
+    A tree without that size falls back as its protocol says (`headline_gallery_size`)."""
     entry = _lookup(name, "test")
     folder = dataset_folder(name, root)
+    gallery_size = entry.protocol.headline_gallery_size(folder, gallery_size)
     gallery = _load(entry, folder, "gallery", gallery_size)
     queries = _load(entry, folder, "query", gallery_size)
-    return SearchSplit(name=name, protocol=entry.protocol.name, gallery=gallery, queries=queries)
+    return SearchSplit(name=name, protocol=entry.protocol.name, gallery=gallery, queries=queries,
+                       gallery_size=gallery_size)

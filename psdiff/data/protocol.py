@@ -55,6 +55,12 @@ class SearchProtocol:
         with several gallery sizes adds one per size (`load_queries(N)` gives its queries)."""
         return [(("search",), queries)]
 
+    def headline_gallery_size(self, folder: str, requested: int) -> int:
+        """The gallery size the headline `search/...` metrics are scored at: `requested`
+        (TEST.GALLERY_SIZE) where the tree at `folder` supports it, as every tree does by
+        default."""
+        return requested
+
     def supported_gallery_sizes(self, folder: str, requested) -> list:
         """The `requested` gallery sizes the tree at `folder` can be scored at (by default all;
         a dataset without gallery sizes ignores them)."""

@@ -116,7 +116,8 @@ def compute_metrics(predictions: Predictions, protocol: str, gallery: list, quer
 
 def metrics_from_cfg(cfg, predictions: Predictions, split) -> dict:
     """`compute_metrics` with the protocol settings of `cfg.TEST`, on a catalog `SearchSplit`
-    whose queries were loaded at `TEST.GALLERY_SIZE`. Gallery sizes of `TEST.GALLERY_SIZES`
+    (its queries were loaded at `split.gallery_size`: TEST.GALLERY_SIZE, or the size the tree
+    fell back to). Gallery sizes of `TEST.GALLERY_SIZES`
     the tree cannot be scored at (small synthetic sets) are skipped with a warning."""
     search = get_protocol(split.protocol)
     folder = dataset_folder(split.name, resolve_root(cfg.DATASETS.ROOT))
@@ -124,7 +125,7 @@ def metrics_from_cfg(cfg, predictions: Predictions, split) -> dict:
         predictions, split.protocol, split.gallery, split.queries,
         load_queries=lambda size: search.load(folder, "query", size),
         gallery_sizes=search.supported_gallery_sizes(folder, cfg.TEST.GALLERY_SIZES),
-        gallery_size=cfg.TEST.GALLERY_SIZE,
+        gallery_size=split.gallery_size,
         det_thresh_search=cfg.TEST.DET_THRESH_SEARCH,
         det_thresh_detection=cfg.TEST.DET_THRESH_DETECTION,
         ignore_cam_id=cfg.TEST.IGNORE_CAM_ID, cws=cfg.TEST.CWS, dataset_name=split.name,

@@ -64,8 +64,7 @@ def evaluate_teacher(network, cfg, dataset_name: str) -> dict:
                                      num_workers=workers, desc="teacher gallery")
     query_embeddings = np.concatenate(per_query + [np.zeros((0, network.emb_dim), np.float32)])
     predictions = ground_truth_predictions(split, query_embeddings, gallery_embeddings)
-    metrics = teacher_metrics(predictions, split, cfg.TEACHER.GALLERY_SIZE,
-                              cfg.TEST.IGNORE_CAM_ID)
+    metrics = teacher_metrics(predictions, split, split.gallery_size, cfg.TEST.IGNORE_CAM_ID)
     logger.info("teacher on ground-truth boxes, search protocol: mAP %.4f, top-1 %.4f "
                 "(%d queries)", metrics["teacher/mAP"], metrics["teacher/top1"],
                 len(split.queries))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from psdiff.data import get_search_split
 from psdiff.data.datasets import available_gallery_sizes, load_cuhk_sysu
 from psdiff.data.datasets.common import SYNTHETIC_MARKER
 from psdiff.utils.errors import PsdiffError
@@ -91,6 +92,18 @@ def test_sizes_and_missing_size(cuhk_tree):
     assert available_gallery_sizes(root) == [6, 9]
     with pytest.raises(PsdiffError, match=r"TestG100\.mat.*sizes in this tree: 6, 9"):
         load_cuhk_sysu(root, "query", gallery_size=100)
+
+
+def test_split_without_the_headline_size_is_ranked_against_the_whole_pool(cuhk_tree,
+                                                                          datasets_root, caplog):
+    """A tree without TestG<TEST.GALLERY_SIZE>.mat is still evaluated: at -1, with a warning."""
+    root, _ = cuhk_tree
+    with caplog.at_level(logging.WARNING):
+        split = get_search_split("synthetic_cuhk_sysu_test", datasets_root, gallery_size=100)
+    assert split.gallery_size == -1 and "no TestG100.mat" in caplog.text
+    whole_pool = load_cuhk_sysu(root, "query", gallery_size=-1)
+    assert [q["gallery_ids"] for q in split.queries] == [q["gallery_ids"] for q in whole_pool]
+    assert get_search_split("synthetic_cuhk_sysu_test", datasets_root, 9).gallery_size == 9
 
 
 def test_one_element_struct_arrays(cuhk_tree, tmp_path):

@@ -338,6 +338,16 @@ class CUHKSYSUProtocol(SearchProtocol):
             settings.append((prefixes, queries if size == gallery_size else load_queries(size)))
         return settings
 
+    def headline_gallery_size(self, folder: str, requested: int) -> int:
+        """`requested` when the tree has its TestG<N>.mat, else the whole pool (-1) with a
+        warning: a small tree without that file is still evaluated, reported as search@all."""
+        if requested == -1 or requested in available_gallery_sizes(folder):
+            return requested
+        logger.warning("%s has no TestG%d.mat (TEST.GALLERY_SIZE %d): the headline search "
+                       "metrics rank each query against the whole pool (-1) instead", folder,
+                       requested, requested)
+        return -1
+
     def supported_gallery_sizes(self, folder: str, requested) -> list:
         """The sizes with a TestG<N>.mat in the tree, and -1; small synthetic trees lack the large
         ones, which are skipped with a warning."""
