@@ -302,3 +302,17 @@ def test_one_backbone_call_per_gallery_batch(root, tmp_path):
                   for i in range(0, len(split.gallery), size))
     assert 0 < holding <= batches == reused_calls  # no query image lies outside the gallery
     assert two_pass_calls == batches + holding
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_evaluation_is_repeatable_for_a_sampler_seed(root, tmp_path):
+    # on a GPU the sampler draws its noise there, from generators seeded by
+    # (TEST.SAMPLER_SEED, image id / query chunk): two evaluations give the same predictions
+    cfg = make_cfg(root, str(tmp_path), *SIZES, *TINY_OVERRIDES, "MODEL.DEVICE", "cuda")
+    first, again = (_arrays(_tiny_psdiff_run(cfg, CUHK, reuse_features=True)[0])
+                    for _ in range(2))
+    for name, array in first.items():
+        assert np.array_equal(array, again[name]), name
+    cfg.merge_from_list(["TEST.SAMPLER_SEED", 1])
+    reseeded = _arrays(_tiny_psdiff_run(cfg, CUHK, reuse_features=True)[0])
+    assert not np.array_equal(reseeded["query_embeddings"], first["query_embeddings"])
