@@ -51,7 +51,7 @@ def test_inference_times_the_evaluator_on_a_split_with_and_without_feature_reuse
     write_cuhk_sysu(f"{root}/synthetic/CUHK-SYSU", num_train_images=4, num_test_images=10,
                     num_train_ids=2, num_test_ids=4, image_size=(48, 64), gallery_sizes=(6,),
                     seed=1)
-    record = tmp_path / "record.md"
+    record = tmp_path / "record.txt"
     keys = ["MODEL.DEVICE", "cpu", *TINY_OVERRIDES, "DATASETS.ROOT", root,
             "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TEST", "48",
             "INPUT.MAX_SIZE_TEST", "80", "TEST.IMS_PER_BATCH", "2", "TEST.GALLERY_SIZE", "6"]
