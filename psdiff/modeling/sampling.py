@@ -25,7 +25,7 @@ from . import diffusion
 QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see `embed_queries`)
 
 
-def image_generator(seed, key, device="cpu"):
+def image_generator(seed, key, device):
     """A torch.Generator on `device` seeded from `seed` and an image's key (stable across
     processes); the noise is drawn where the model runs, not copied there."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
