@@ -6,10 +6,13 @@
     model  inference latency of a config at several sampling steps, its backbone alone and,
            with --baseline, torchvision's Faster R-CNN R50-FPN, interleaved in one run
     train  training iteration time and peak memory at a batch size
+    inference  gallery and query images/s of the evaluator's pass over a test split (the
+           real loaders and driver), with the query features reused and with two passes
 
-`model` and `train` use random weights (MODEL.BACKBONE.PRETRAINED ""), take config keys at the
-end (`MODEL.DEVICE cpu`, `TEST.AMP.ENABLED True`, ...), print a Markdown table and append it to
-docs/benchmarks.md (--record) with the device, torch version, git commit and command.
+`model`, `train` and `inference` use random weights (MODEL.BACKBONE.PRETRAINED ""), take config
+keys at the end (`MODEL.DEVICE cpu`, `TEST.AMP.ENABLED True`, `DATASETS.ROOT ...`), print a
+Markdown table and append it to docs/benchmarks.md (--record) with the device, torch version,
+git commit and command.
 
 A subcommand is a function `add_<name>(subparsers)` that registers its parser and sets
 `func` to the function that runs it; add new ones to `SUBCOMMANDS`.
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import shlex
+import statistics
 import sys
 import time
 
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from psdiff.config import get_cfg
+from psdiff.evaluation import build_evaluator, build_loaders, inference_on_dataset
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import Predictions
 from psdiff.utils import benchmark as bench
@@ -339,17 +344,97 @@ def run_train(args) -> dict:
             "ms_per_iter": round(ms, 1), "peak_memory_gib": round(peak / 2**30, 3)}
 
 
-def add_common(parser, repeats: int) -> None:
-    """Arguments of `model` and `train`: the config, input size, repeats and where to record."""
+PATHS = {"reused": True, "two-pass": False}  # --paths -> inference_on_dataset's reuse_features
+
+
+def time_paths(args, cfg, model, evaluator, loaders) -> dict:
+    """path -> pass ("gallery", "query images") -> its seconds in each timed round; the paths
+    interleaved, one evaluator run of each per round, after --warmup untimed rounds."""
+    seconds = {path: {} for path in args.paths}
+    for round_index in range(args.warmup + args.repeats):
+        timed = round_index >= args.warmup
+        for path in args.paths:
+            logger.info("round %d/%d%s: %s", round_index + 1, args.warmup + args.repeats,
+                        "" if timed else " (warm-up)", path)
+            with inference_autocast(cfg):
+                passes = inference_on_dataset(model, *loaders, evaluator,
+                                              reuse_features=PATHS[path])
+            for name, (_, pass_seconds) in passes.items():
+                if timed:
+                    seconds[path].setdefault(name, []).append(pass_seconds)
+    return seconds
+
+
+def images_per_s(images: int, seconds: list):
+    """`images` over the median of `seconds`; None for a pass without images."""
+    return images / statistics.median(seconds) if images else None
+
+
+def throughput_rows(rate: dict, seconds: dict) -> list:
+    """Table rows: path, gallery and query images/s ("-" for a pass without images) and the
+    seconds of both passes, median (min-max)."""
+    rows = []
+    for path, by_pass in rate.items():
+        total = [g + q for g, q in zip(seconds[path]["gallery"], seconds[path]["query images"])]
+        rows.append([path] + ["-" if v is None else f"{v:.2f}" for v in by_pass.values()]
+                    + [f"{statistics.median(total):.2f} ({min(total):.2f}-{max(total):.2f})"])
+    return rows
+
+
+def run_inference(args) -> dict:
+    """Gallery and query images/s of the evaluator's pass over a test split, per --paths."""
+    cfg = load_cfg(args)
+    dataset = args.dataset or next(iter(cfg.DATASETS.TEST), None)
+    if not dataset:
+        raise PsdiffError("benchmark inference: give --dataset or a DATASETS.TEST name")
+    model = build_seeded(cfg).eval()
+    evaluator = build_evaluator(cfg, dataset)
+    loaders = build_loaders(cfg, evaluator)
+    gallery_ids = {r["image_id"] for r in evaluator.gallery}
+    query_ids = {q["image_id"] for q in evaluator.queries}
+    images = {"gallery": len(evaluator.gallery), "query images": len(query_ids - gallery_ids)}
+    seconds = time_paths(args, cfg, model, evaluator, loaders)
+    rate = {path: {name: images_per_s(images[name], times[name]) for name in images}
+            for path, times in seconds.items()}
+    amp = f"autocast {cfg.TEST.AMP.DTYPE}" if cfg.TEST.AMP.ENABLED else "fp32"
+    body = [f"Evaluator inference on {dataset}: {images['gallery']} gallery images "
+            f"({len(query_ids & gallery_ids)} hold the {len(evaluator.queries)} queries), "
+            f"{images['query images']} query images outside the gallery; batch "
+            f"{cfg.TEST.IMS_PER_BATCH}, test size {cfg.INPUT.MIN_SIZE_TEST} "
+            f"(max {cfg.INPUT.MAX_SIZE_TEST}), {amp}, N_test "
+            f"{cfg.MODEL.PSDIFF.NUM_PROPOSALS_TEST}, {cfg.MODEL.PSDIFF.SAMPLE_STEPS} steps; "
+            f"median of {args.repeats} rounds after {args.warmup} warm-up, paths interleaved "
+            "(reused: the queries embedded from the gallery pass's features; two-pass: the "
+            "backbone run again for them):", "",
+            bench.markdown_table(["path", "gallery images/s", "query images/s",
+                                  "s per evaluation (min-max)"], throughput_rows(rate, seconds))]
+    text = "\n".join(body)
+    print(text)
+    device = model.device
+    if args.record:
+        bench.record(args.record, f"inference: {args.config_file or 'defaults'}, {dataset}, "
+                     f"{device}", args.command_line, device, text)
+    return {"benchmark": "inference", "device": str(device), "dataset": dataset,
+            "images": images, "images_per_s": {
+                path: {name: None if v is None else round(v, 3) for name, v in by_pass.items()}
+                for path, by_pass in rate.items()}}
+
+
+def add_common(parser, repeats: int, warmup: int = 1) -> None:
+    """Arguments of `model`, `train` and `inference`: the config, repeats and where to record."""
     parser.add_argument("--config-file", default="", metavar="FILE")
-    parser.add_argument("--size", type=int, nargs=2, default=[800, 1333], metavar=("H", "W"),
-                        help="input height and width (default 800 1333)")
     parser.add_argument("--repeats", type=at_least(1), default=repeats,
                         help="timed runs (median)")
-    parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed runs before")
+    parser.add_argument("--warmup", type=at_least(0), default=warmup, help="untimed runs before")
     parser.add_argument("--record", default=DOCS_BENCHMARKS, metavar="FILE",
                         help="Markdown file the table is appended to; '' = print only")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+
+
+def add_size(parser) -> None:
+    """The input size of `model` and `train` (random images)."""
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1333], metavar=("H", "W"),
+                        help="input height and width (default 800 1333)")
 
 
 def add_model(subparsers) -> None:
@@ -361,6 +446,7 @@ def add_model(subparsers) -> None:
                         help="also time torchvision's Faster R-CNN R50-FPN, and print ratios")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one CDL call (self time by op, top 10)")
+    add_size(parser)
     add_common(parser, repeats=5)
     parser.set_defaults(func=run_model)
 
@@ -369,11 +455,25 @@ def add_train(subparsers) -> None:
     """Register `train`: iteration time and peak memory at a batch size."""
     parser = subparsers.add_parser("train", help="training iteration time and peak memory")
     parser.add_argument("--batch", type=at_least(1), default=8, help="images per iteration")
+    add_size(parser)
     add_common(parser, repeats=3)
     parser.set_defaults(func=run_train)
 
 
-SUBCOMMANDS = (add_eval, add_model, add_train)
+def add_inference(subparsers) -> None:
+    """Register `inference`: gallery and query images/s of the evaluator over a test split."""
+    parser = subparsers.add_parser(
+        "inference", help="gallery and query images/s of the evaluator over a test split")
+    parser.add_argument("--dataset", default="", metavar="NAME",
+                        help="test split (default: the config's first DATASETS.TEST)")
+    parser.add_argument("--paths", nargs="+", choices=tuple(PATHS), default=list(PATHS),
+                        help="reused: queries from the gallery pass's features (what evaluation "
+                        "does); two-pass: the backbone again for them (before)")
+    add_common(parser, repeats=1, warmup=0)
+    parser.set_defaults(func=run_inference)
+
+
+SUBCOMMANDS = (add_eval, add_model, add_train, add_inference)
 
 
 def main(argv=None) -> int:

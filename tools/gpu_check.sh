@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check of issue 10, for a machine with one CUDA GPU, under 8 minutes:
-#   1. the fast paths' tests (fused Triton kernel and bf16 inference against their twins),
+#   1. the fast paths' tests (fused Triton kernel and bf16 inference against their twins) and
+#      the repeatability of an evaluation with the sampler's noise drawn on the GPU,
 #   2. tools/benchmark.py model: R50 paper config, 800x1333, steps 1 and 8, against Faster R-CNN,
 #      plain (fp32, PyTorch chain) and with each fast path, profiled plain and with both,
 #   3. tools/benchmark.py train: 8 images of 800x1333 with bf16 AMP, iteration time and memory.
@@ -56,9 +57,10 @@ bench_model() {  # bench_model NAME FLAGS [KEY VALUE ...]; FLAGS: "" or "--profi
         MODEL.DEVICE "$DEVICE" "${SMALL[@]}" "$@"
 }
 
-step "tests: fast paths against their twins" 90 \
+step "tests: fast paths against their twins, GPU sampler noise" 90 \
     "$PY" -m pytest -q -p no:cacheprovider tests/modeling/test_fused_kernels.py \
-    tests/engine/test_inference_amp.py
+    tests/engine/test_inference_amp.py \
+    tests/evaluation/test_evaluator.py::test_cuda_evaluation_is_repeatable_for_a_sampler_seed
 bench_model "plain" --profile
 bench_model "fused kernels" "" MODEL.PSDIFF.FUSED_KERNELS True
 bench_model "bf16" "" TEST.AMP.ENABLED True

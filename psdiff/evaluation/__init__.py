@@ -6,7 +6,13 @@ evaluator that runs a model over a test split, the predictions file, plots and r
 """
 
 from .detection import eval_detection
-from .evaluator import PersonSearchEvaluator, build_evaluator, evaluate, inference_on_dataset
+from .evaluator import (
+    PersonSearchEvaluator,
+    build_evaluator,
+    build_loaders,
+    evaluate,
+    inference_on_dataset,
+)
 from .metrics import compute_metrics, metrics_from_cfg
 from .predictions import GalleryRows, Predictions
 from .ranking import average_precision
@@ -18,6 +24,7 @@ __all__ = [
     "Predictions",
     "average_precision",
     "build_evaluator",
+    "build_loaders",
     "compute_metrics",
     "eval_detection",
     "eval_search",

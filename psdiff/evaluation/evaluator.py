@@ -1,11 +1,13 @@
 """The person-search evaluator (reset / process / evaluate) and the driver that runs the model.
 
 One pass of the model over the test images gives everything: each gallery image's detections
-(`model(batch)`) and, for the queries located in that image, their embeddings
-(`model.embed_queries(batch, query boxes)`); query images outside the gallery get a second, small
-pass. Each rank handles its shard of the images; `evaluate()` gathers the outputs on rank 0, writes
-`OUTPUT_DIR/inference/<dataset>/predictions.npz` (predictions.py) and computes every metric from
-that file (metrics.py), so `tools/evaluate.py --predictions` reproduces them without the model.
+and, for the queries located in that image, their embeddings, from one backbone pass
+(`model.inference_with_queries(batch, query boxes)`; a model with only `model(batch)` and
+`model.embed_queries(batch, query boxes)` gets both calls); query images outside the gallery get
+a second, small pass. Each rank handles its shard of the images; `evaluate()` gathers the
+outputs on rank 0, writes `OUTPUT_DIR/inference/<dataset>/predictions.npz` (predictions.py) and
+computes every metric from that file (metrics.py), so `tools/evaluate.py --predictions`
+reproduces them without the model.
 
 Cross-dataset evaluation (Table III) is config alone: the protocol follows the dataset being
 evaluated (`DATASETS.TEST`), whatever the model was trained on.
@@ -164,38 +166,64 @@ def _gt_outputs(model, batch: list, gallery_by_id: dict) -> list:
             for b, e in zip(boxes, embeddings)]
 
 
-def _embed_queries_in(model, batch: list, evaluator: PersonSearchEvaluator) -> None:
-    """Embed the queries located in this batch's images (if any) through the query path."""
+def _located_queries(evaluator: PersonSearchEvaluator, batch: list) -> tuple:
+    """The queries in each image of `batch`: (their indices, their boxes as tensors), per image."""
     located = [evaluator.queries_in(x["image_id"]) for x in batch]
-    if not any(indices for indices, _ in located):
-        return
-    embeddings = model.embed_queries(batch, [torch.as_tensor(boxes) for _, boxes in located])
-    for (indices, _), embedding in zip(located, embeddings):
-        evaluator.process_queries(indices, embedding)
+    return [indices for indices, _ in located], [torch.as_tensor(boxes) for _, boxes in located]
+
+
+def _model_outputs(model, batch: list, query_boxes: list, detect: bool,
+                   reuse_features: bool) -> tuple:
+    """(detections if `detect`, embeddings of `query_boxes` if it holds any), None otherwise.
+
+    A batch that wants both runs the backbone once through `model.inference_with_queries`
+    when `reuse_features` and the model has one; else (models with only Detectron2's
+    `model(batch)` and `embed_queries`) each is its own pass.
+    """
+    embed = any(len(boxes) for boxes in query_boxes)
+    if detect and embed and reuse_features and hasattr(model, "inference_with_queries"):
+        return model.inference_with_queries(batch, query_boxes)
+    return (model(batch) if detect else None,
+            model.embed_queries(batch, query_boxes) if embed else None)
 
 
 @torch.no_grad()
 def inference_on_dataset(model, gallery_loader, query_loader, evaluator: PersonSearchEvaluator,
-                         use_gt_boxes: bool = False) -> None:
+                         use_gt_boxes: bool = False, reuse_features: bool = True) -> dict:
     """Run `model` over this rank's gallery images, then over the query images outside the
-    gallery, feeding `evaluator` (reset first). A progress bar on rank 0."""
+    gallery, feeding `evaluator` (reset first). A progress bar on rank 0.
+
+    The queries of a gallery image are embedded from the backbone features of its detection
+    pass; `reuse_features` False runs the backbone again for them (the model's two public
+    calls), as a model without `inference_with_queries` does. Returns, per pass ("gallery",
+    "query images"), this rank's (images, seconds), also logged as images/s.
+    """
     evaluator.reset()
     gallery_by_id = {r["image_id"]: r for r in evaluator.gallery}
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
+    passes = {}
     try:
-        for loader, is_gallery in ((gallery_loader, True), (query_loader, False)):
-            desc = f"{evaluator.dataset_name} {'gallery' if is_gallery else 'query images'}"
-            for batch in tqdm(loader, desc=desc, disable=not comm.is_main_process()):
-                if is_gallery:
-                    outputs = (_gt_outputs(model, batch, gallery_by_id) if use_gt_boxes
-                               else model(batch))
-                    evaluator.process(batch, outputs)
-                _embed_queries_in(model, batch, evaluator)
+        for name, loader in (("gallery", gallery_loader), ("query images", query_loader)):
+            detect = name == "gallery" and not use_gt_boxes
+            images, start = 0, time.perf_counter()
+            for batch in tqdm(loader, desc=f"{evaluator.dataset_name} {name}",
+                              disable=not comm.is_main_process()):
+                indices, boxes = _located_queries(evaluator, batch)
+                outputs, embeddings = _model_outputs(model, batch, boxes, detect, reuse_features)
+                if name == "gallery":
+                    evaluator.process(batch, outputs if detect else
+                                      _gt_outputs(model, batch, gallery_by_id))
+                for image_indices, image_embeddings in zip(indices, embeddings or ()):
+                    evaluator.process_queries(image_indices, image_embeddings)
+                images += len(batch)
+            passes[name] = (images, time.perf_counter() - start)
     finally:
         model.train(was_training)
-    logger.info("Inference on %s took %.1f s", evaluator.dataset_name, time.perf_counter() - start)
+    logger.info("Inference on %s: %s", evaluator.dataset_name, ", ".join(
+        f"{name} {n} images in {s:.1f} s ({n / s:.2f} images/s)"
+        for name, (n, s) in passes.items() if n))
+    return passes
 
 
 def _meta(cfg, dataset_name: str) -> dict:
@@ -227,6 +255,15 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
     )
 
 
+def build_loaders(cfg, evaluator: PersonSearchEvaluator) -> tuple:
+    """The test loaders of `evaluator`'s gallery and of its query images outside the gallery
+    (an empty list when every query image is a gallery image, as in CUHK-SYSU and PRW)."""
+    gallery_ids = {r["image_id"] for r in evaluator.gallery}
+    outside = [d for d in evaluator.query_images() if d["image_id"] not in gallery_ids]
+    return (build_test_loader(cfg, evaluator.gallery),
+            build_test_loader(cfg, outside) if outside else [])
+
+
 def evaluate(cfg, model, dataset_name: str) -> dict:
     """Run `model` on a test split and return its flat metrics dict on rank 0 (`{}` elsewhere).
 
@@ -234,10 +271,7 @@ def evaluate(cfg, model, dataset_name: str) -> dict:
     TEST.AMP.ENABLED.
     """
     evaluator = build_evaluator(cfg, dataset_name)
-    gallery_ids = {r["image_id"] for r in evaluator.gallery}
-    outside = [d for d in evaluator.query_images() if d["image_id"] not in gallery_ids]
-    query_loader = build_test_loader(cfg, outside) if outside else []
     with inference_autocast(cfg):
-        inference_on_dataset(model, build_test_loader(cfg, evaluator.gallery), query_loader,
-                             evaluator, use_gt_boxes=cfg.TEST.EVAL_USE_GT)
+        inference_on_dataset(model, *build_loaders(cfg, evaluator), evaluator,
+                             use_gt_boxes=cfg.TEST.EVAL_USE_GT)
     return evaluator.evaluate()

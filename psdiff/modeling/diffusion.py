@@ -109,16 +109,22 @@ def pad_indices(num_gt: int, num: int, rule: str, generator=None) -> torch.Tenso
     return torch.cat([torch.arange(num_gt).repeat(num // num_gt), extra])
 
 
+def _randn64(shape, generator=None) -> torch.Tensor:
+    """A float64 standard-normal draw on the generator's device (the CPU without one)."""
+    device = None if generator is None else generator.device
+    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device)
+
+
 def random_boxes(shape, generator=None) -> torch.Tensor:
     """DiffusionDet's placeholder boxes: cxcywh ~ N(0.5, (1/6)²) per value, w and h ≥ 1e-4."""
-    boxes = torch.randn(shape, generator=generator, dtype=torch.float64) / 6 + 0.5
+    boxes = _randn64(shape, generator) / 6 + 0.5
     boxes[..., 2:] = boxes[..., 2:].clamp(min=1e-4)
     return boxes
 
 
 def random_embeddings(shape, generator=None) -> torch.Tensor:
     """Placeholder embeddings: directions uniform on the unit sphere (normalized Gaussians)."""
-    return F.normalize(torch.randn(shape, generator=generator, dtype=torch.float64), dim=-1)
+    return F.normalize(_randn64(shape, generator), dim=-1)
 
 
 def gather_padded(values: torch.Tensor, index: torch.Tensor, fill, generator=None):

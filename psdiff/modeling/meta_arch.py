@@ -266,7 +266,30 @@ class PSDiff(nn.Module):
     def inference(self, batched_inputs):
         """Algorithm 2 (`self.sampler`) on a batch; the kept steps of each image pooled and
         turned into outputs in original image pixels by `self.postprocessor`."""
-        features, sizes, whwh = self.extract_features(batched_inputs)
+        return self.detections(batched_inputs, self.extract_features(batched_inputs))
+
+    @torch.no_grad()
+    def embed_queries(self, images, boxes):
+        """The L2-normalized embedding of each given box (query persons), [k, D] per image.
+
+        The query box is a known box b, held fixed through an Algorithm-2 run while its
+        embedding is denoised (QUERY_MODE; see `DiffusionSampler.embed_queries`).
+        `boxes` are xyxy in ORIGINAL image pixels.
+        """
+        return self.query_embeddings(images, boxes, self.extract_features(images))
+
+    @torch.no_grad()
+    def inference_with_queries(self, batched_inputs, boxes):
+        """`inference(batched_inputs)` and `embed_queries(batched_inputs, boxes)` from one
+        backbone pass, as (outputs, query embeddings): how the evaluator runs gallery images
+        that hold queries. Equal to the two calls, as each draws its noise by its own keys."""
+        condition = self.extract_features(batched_inputs)
+        return (self.detections(batched_inputs, condition),
+                self.query_embeddings(batched_inputs, boxes, condition))
+
+    def detections(self, batched_inputs, condition):
+        """`inference` given the batch's `extract_features` output (`condition`)."""
+        features, sizes, whwh = condition
         kept = self.sampler.detect(self, features, whwh, batched_inputs)
         results = []
         for b, x in enumerate(batched_inputs):
@@ -277,15 +300,9 @@ class PSDiff(nn.Module):
             results.append(self.postprocessor(boxes, scores, embs, sizes[b], output_size(x)))
         return results
 
-    @torch.no_grad()
-    def embed_queries(self, images, boxes):
-        """The L2-normalized embedding of each given box (query persons), [k, D] per image.
-
-        The query box is a known box b, held fixed through an Algorithm-2 run while its
-        embedding is denoised (QUERY_MODE; see `DiffusionSampler.embed_queries`).
-        `boxes` are xyxy in ORIGINAL image pixels.
-        """
-        features, sizes, whwh = self.extract_features(images)
+    def query_embeddings(self, images, boxes, condition):
+        """`embed_queries` given the images' `extract_features` output (`condition`)."""
+        features, sizes, whwh = condition
         results = []
         for b, (x, query_boxes) in enumerate(zip(images, boxes)):
             query_boxes = torch.as_tensor(query_boxes, dtype=torch.float32, device=self.device)

@@ -9,7 +9,8 @@ It is immutable: to sample differently at evaluation time, give the model anothe
 
 The noise of each image comes from a generator seeded by (TEST.SAMPLER_SEED, `noise_key`), so
 evaluation noise does not depend on batch composition, rank or RNG history (DiffusionDet #45,
-#112).
+#112). The generators live on the model's device: on a GPU the noise is drawn there (other
+numbers than the CPU's, as reproducible), on the CPU the numbers are those of a CPU generator.
 """
 
 import hashlib
@@ -24,10 +25,11 @@ from . import diffusion
 QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see `embed_queries`)
 
 
-def image_generator(seed, key):
-    """A CPU torch.Generator seeded from `seed` and an image's key (stable across processes)."""
+def image_generator(seed, key, device):
+    """A torch.Generator on `device` seeded from `seed` and an image's key (stable across
+    processes); the noise is drawn where the model runs, not copied there."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    generator = torch.Generator()
+    generator = torch.Generator(device=device)
     generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return generator
 
@@ -38,8 +40,9 @@ def noise_key(x, position):
 
 
 def _randn(generators, shape):
-    """One standard-normal draw of `shape` per image generator, stacked: [B, *shape] on CPU."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+    """One standard-normal draw of `shape` per image generator, stacked: [B, *shape] on their
+    device."""
+    return torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators])
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class DiffusionSampler:
     def detect(self, model, features, whwh, inputs):
         """Gallery: Algorithm 2 from N_test proposals per image, each image's noise seeded by
         its `noise_key`. Returns the kept CDL outputs (see `sample`)."""
-        generators = [image_generator(self.seed, noise_key(x, b)) for b, x in enumerate(inputs)]
+        generators = [image_generator(self.seed, noise_key(x, b), model.device)
+                      for b, x in enumerate(inputs)]
         return self.sample(model, features, whwh, generators, self.num_proposals)
 
     def embed_queries(self, model, features, whwh, key, boxes):
@@ -109,7 +113,7 @@ class DiffusionSampler:
         for start in range(0, len(boxes), chunk):
             fixed = boxes[start: start + chunk]
             num = self.num_proposals if self.query_mode == "denoise" else len(fixed)
-            generator = image_generator(self.seed, f"query:{key}:{start}")
+            generator = image_generator(self.seed, f"query:{key}:{start}", model.device)
             out = self.sample(model, features, whwh, [generator], num, fixed[None])
             e_hat = out[-1]["pred_embeddings"][0, : len(fixed)]
             embs.append(model.embeddings_from_prediction(e_hat))
@@ -156,9 +160,8 @@ class DiffusionSampler:
 
     def gaussian(self, model, generators, num_proposals):
         """Box and embedding noise, [B, N, 4] and [B, N, D], each image from its own generator."""
-        boxes = _randn(generators, (num_proposals, 4)).to(model.device)
-        embs = _randn(generators, (num_proposals, model.emb_dim)).to(model.device)
-        return boxes, embs
+        return (_randn(generators, (num_proposals, 4)),
+                _randn(generators, (num_proposals, model.emb_dim)))
 
     def fresh(self, model, generators, num_proposals, t):
         """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
@@ -166,8 +169,7 @@ class DiffusionSampler:
         boxes0 = torch.stack([diffusion.random_boxes((num_proposals, 4), g) for g in generators])
         embs0 = torch.stack([diffusion.random_embeddings((num_proposals, model.emb_dim), g)
                              for g in generators])
-        box_x0, emb_x0 = model.clean_signals(boxes0.float().to(model.device),
-                                             embs0.float().to(model.device))
+        box_x0, emb_x0 = model.clean_signals(boxes0.float(), embs0.float())
         box_noise, emb_noise = self.gaussian(model, generators, num_proposals)
         return (diffusion.q_sample(box_x0, t, model.alphas_cumprod, box_noise),
                 diffusion.q_sample(emb_x0, t, model.alphas_cumprod, emb_noise))

@@ -1,6 +1,8 @@
 """The evaluator end to end on generated CUHK-SYSU and PRW trees, with an oracle model:
-known metrics, the predictions file, tools/evaluate.py, and 1 vs 2 ranks."""
+known metrics, the predictions file, tools/evaluate.py, and 1 vs 2 ranks; with a tiny PSDiff:
+one backbone pass per gallery batch, the same predictions as two passes."""
 
+import dataclasses
 import json
 
 import cv2
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from eval_oracle import OracleModel, evaluate_and_dump, make_cfg, oracle_for
+from tiny_config import TINY_OVERRIDES
 from tools_loader import load_tool
 
 from psdiff.data import get_search_split
@@ -16,9 +19,12 @@ from psdiff.engine import launch
 from psdiff.evaluation import (
     PersonSearchEvaluator,
     Predictions,
+    build_evaluator,
+    build_loaders,
     evaluate,
     inference_on_dataset,
 )
+from psdiff.modeling import build_model
 from psdiff.utils.errors import PsdiffError
 
 evaluate_tool = load_tool("evaluate")
@@ -232,8 +238,6 @@ def test_real_model_through_the_evaluator(root, tmp_path, capsys, dataset):
     # a tiny random PSDiff: the contract between model, loader and evaluator, end to end. The
     # model's config names CUHK-SYSU for training; evaluating it on PRW (Table III's
     # cross-dataset setting) is only a matter of the dataset name: PRW's protocol applies.
-    from psdiff.modeling import build_model
-
     cfg = make_cfg(root, str(tmp_path), *SIZES, "DATASETS.TRAIN", ("synthetic_cuhk_sysu_train",),
                    "DATASETS.TEST", (dataset,), "MODEL.RESNETS.DEPTH", 18,
                    "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
@@ -253,3 +257,62 @@ def test_real_model_through_the_evaluator(root, tmp_path, capsys, dataset):
     assert evaluate_tool.main(["--predictions", path, "--dataset", dataset,
                                "DATASETS.ROOT", root]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics
+
+
+def _tiny_psdiff_run(cfg, dataset: str, reuse_features: bool) -> tuple:
+    """The tiny PSDiff (seed 0) through the evaluator on `dataset`: its predictions, the calls
+    of its backbone and the gallery batches."""
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    evaluator = build_evaluator(cfg, dataset)
+    gallery_loader, query_loader = build_loaders(cfg, evaluator)
+    inference_on_dataset(model, gallery_loader, query_loader, evaluator,
+                         reuse_features=reuse_features)
+    return evaluator.predictions(), len(calls), len(gallery_loader)
+
+
+def _arrays(predictions: Predictions) -> dict:
+    """Every array of a Predictions, by field name."""
+    return {f.name: getattr(predictions, f.name) for f in dataclasses.fields(predictions)
+            if f.name != "meta"}
+
+
+@pytest.mark.parametrize("dataset", [CUHK, PRW])
+def test_queries_from_the_gallery_pass_equal_a_second_backbone_pass(root, tmp_path, dataset):
+    # every query image is a gallery image: its queries are embedded from the features of its
+    # detection pass, with the noise of the two-pass path (keys by image id and query chunk)
+    cfg = make_cfg(root, str(tmp_path), *SIZES, *TINY_OVERRIDES)
+    reused = _arrays(_tiny_psdiff_run(cfg, dataset, reuse_features=True)[0])
+    two_pass = _arrays(_tiny_psdiff_run(cfg, dataset, reuse_features=False)[0])
+    assert len(reused["query_embeddings"]) > 1 and len(reused["gallery_scores"]) > 10
+    for name, array in reused.items():
+        assert np.array_equal(array, two_pass[name]), name
+
+
+def test_one_backbone_call_per_gallery_batch(root, tmp_path):
+    cfg = make_cfg(root, str(tmp_path), *SIZES, *TINY_OVERRIDES)
+    _, reused_calls, batches = _tiny_psdiff_run(cfg, CUHK, reuse_features=True)
+    _, two_pass_calls, _ = _tiny_psdiff_run(cfg, CUHK, reuse_features=False)
+    split = get_search_split(CUHK, root, cfg.TEST.GALLERY_SIZE)
+    query_images = {q["image_id"] for q in split.queries}
+    size = cfg.TEST.IMS_PER_BATCH
+    holding = sum(any(r["image_id"] in query_images for r in split.gallery[i: i + size])
+                  for i in range(0, len(split.gallery), size))
+    assert 0 < holding <= batches == reused_calls  # no query image lies outside the gallery
+    assert two_pass_calls == batches + holding
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_evaluation_is_repeatable_for_a_sampler_seed(root, tmp_path):
+    # on a GPU the sampler draws its noise there, from generators seeded by
+    # (TEST.SAMPLER_SEED, image id / query chunk): two evaluations give the same predictions
+    cfg = make_cfg(root, str(tmp_path), *SIZES, *TINY_OVERRIDES, "MODEL.DEVICE", "cuda")
+    first, again = (_arrays(_tiny_psdiff_run(cfg, CUHK, reuse_features=True)[0])
+                    for _ in range(2))
+    for name, array in first.items():
+        assert np.array_equal(array, again[name]), name
+    cfg.merge_from_list(["TEST.SAMPLER_SEED", 1])
+    reseeded = _arrays(_tiny_psdiff_run(cfg, CUHK, reuse_features=True)[0])
+    assert not np.array_equal(reseeded["query_embeddings"], first["query_embeddings"])

@@ -169,6 +169,24 @@ def test_query_embeddings_in_original_pixels(mode):
     assert not torch.allclose(shifted, emb_small)
 
 
+def test_inference_with_queries_equals_its_two_calls():
+    # one backbone pass for both, the same numbers as `model(inputs)` then `embed_queries`;
+    # the second image holds no query
+    model = tiny_model().eval()
+    inputs = eval_inputs(scene("a.jpg", PERSONS), scene("b.jpg", PERSONS[:2], seed=3))
+    boxes = [torch.tensor(PERSONS[:2], dtype=torch.float32), torch.zeros(0, 4)]
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    outputs, embeddings = model.inference_with_queries(inputs, boxes)
+    assert len(calls) == 1
+    for output, expected in zip(outputs, model(inputs)):
+        for key in ("boxes", "scores", "embeddings"):
+            assert torch.equal(output[key], expected[key]), key
+    for embedding, expected in zip(embeddings, model.embed_queries(inputs, boxes)):
+        assert torch.equal(embedding, expected)
+    assert [len(e) for e in embeddings] == [2, 0]
+
+
 def test_build_errors_are_one_line():
     with pytest.raises(PsdiffError, match="META_ARCHITECTURE"):
         build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "Nope"))
