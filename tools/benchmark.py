@@ -136,6 +136,13 @@ def build_seeded(cfg):
     return build_model(cfg)
 
 
+def build_for_inference(cfg):
+    """`build_seeded`'s model as evaluation runs it: eval mode, `inference_model` (TEST.FUSE_BN)."""
+    from psdiff.modeling import inference_model
+
+    return inference_model(cfg, build_seeded(cfg).eval())
+
+
 def random_image(height: int, width: int, device) -> torch.Tensor:
     """A uint8 BGR image [3, H, W] of uniform noise, the same at every call."""
     generator = torch.Generator().manual_seed(0)
@@ -252,7 +259,7 @@ def run_model(args) -> dict:
     steps = sorted(set(args.steps))
     cfgs = {s: load_cfg(args, "MODEL.PSDIFF.SAMPLE_STEPS", str(s)) for s in steps}
     cfg = cfgs[steps[0]]
-    models = {s: build_seeded(c).eval() for s, c in cfgs.items()}
+    models = {s: build_for_inference(c) for s, c in cfgs.items()}
     device = models[steps[0]].device
     image = random_image(height, width, device)
     inputs = [{"image": image, "height": height, "width": width, "image_id": "benchmark"}]

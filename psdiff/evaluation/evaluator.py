@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from psdiff.data import build_test_loader, get_search_split, resolve_root
+from psdiff.modeling import inference_model
 from psdiff.utils import comm
 from psdiff.utils.amp import inference_autocast
 from psdiff.utils.io import json_safe
@@ -231,13 +232,14 @@ def evaluate(cfg, model, dataset_name: str) -> dict:
     """Run `model` on a test split and return its flat metrics dict on rank 0 (`{}` elsewhere).
 
     Used by the training loop's periodic evaluation and by `--eval-only`; under autocast with
-    TEST.AMP.ENABLED.
+    TEST.AMP.ENABLED, on `inference_model` (TEST.FUSE_BN).
     """
     evaluator = build_evaluator(cfg, dataset_name)
     gallery_ids = {r["image_id"] for r in evaluator.gallery}
     outside = [d for d in evaluator.query_images() if d["image_id"] not in gallery_ids]
     query_loader = build_test_loader(cfg, outside) if outside else []
     with inference_autocast(cfg):
-        inference_on_dataset(model, build_test_loader(cfg, evaluator.gallery), query_loader,
+        inference_on_dataset(inference_model(cfg, model),
+                             build_test_loader(cfg, evaluator.gallery), query_loader,
                              evaluator, use_gt_boxes=cfg.TEST.EVAL_USE_GT)
     return evaluator.evaluate()
