@@ -141,6 +141,13 @@ def build_seeded(cfg):
     return build_model(cfg)
 
 
+def build_for_inference(cfg):
+    """`build_seeded`'s model as evaluation runs it: eval mode, `inference_model` (TEST.FUSE_BN)."""
+    from psdiff.modeling import inference_model
+
+    return inference_model(cfg, build_seeded(cfg).eval())
+
+
 def random_image(height: int, width: int, device) -> torch.Tensor:
     """A uint8 BGR image [3, H, W] of uniform noise, the same at every call."""
     generator = torch.Generator().manual_seed(0)
@@ -250,14 +257,25 @@ def profile_cdl(args, cfg, model, inputs: list) -> str:
         bench.profile_table(cdl, model.device, args.repeats)])
 
 
+def profile_backbone(args, cfg, model, inputs: list) -> str:
+    """Where one backbone call's time goes (with the input normalization), by op, as a Markdown
+    table: step 1 is mostly the backbone."""
+    backbone = no_grad_under_amp(cfg, lambda: model.extract_features(inputs))
+    backbone()  # warm-up
+    return "\n".join([
+        f"One backbone call ({cfg.MODEL.BACKBONE.NAME}, TEST.FUSE_BN {cfg.TEST.FUSE_BN}), mean "
+        f"of {args.repeats} calls, self time by op (torch.profiler, top 10):", "",
+        bench.profile_table(backbone, model.device, args.repeats)])
+
+
 def run_model(args) -> dict:
     """Inference latency at each --steps, the backbone alone and the optional baseline; with
-    --profile, where one CDL call's time goes."""
+    --profile, where one backbone call's and one CDL call's time goes."""
     height, width = args.size
     steps = sorted(set(args.steps))
     cfgs = {s: load_cfg(args, "MODEL.PSDIFF.SAMPLE_STEPS", str(s)) for s in steps}
     cfg = cfgs[steps[0]]
-    models = {s: build_seeded(c).eval() for s, c in cfgs.items()}
+    models = {s: build_for_inference(c) for s, c in cfgs.items()}
     device = models[steps[0]].device
     image = random_image(height, width, device)
     inputs = [{"image": image, "height": height, "width": width, "image_id": "benchmark"}]
@@ -279,7 +297,9 @@ def run_model(args) -> dict:
             [name, f"{100 * v:.1f} %" if "extra" in name else f"{v:.2f}"]
             for name, v in ratios.items()])]
     if args.profile:
-        body += ["", profile_cdl(args, cfg, models[steps[0]], inputs)]
+        model = models[steps[0]]
+        body += ["", profile_backbone(args, cfg, model, inputs), "",
+                 profile_cdl(args, cfg, model, inputs)]
     text = "\n".join(body)
     print(text)
     if args.record:
@@ -387,7 +407,7 @@ def run_inference(args) -> dict:
     dataset = args.dataset or next(iter(cfg.DATASETS.TEST), None)
     if not dataset:
         raise PsdiffError("benchmark inference: give --dataset or a DATASETS.TEST name")
-    model = build_seeded(cfg).eval()
+    model = build_for_inference(cfg)
     evaluator = build_evaluator(cfg, dataset)
     loaders = build_loaders(cfg, evaluator)
     gallery_ids = {r["image_id"] for r in evaluator.gallery}
@@ -445,7 +465,7 @@ def add_model(subparsers) -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="also time torchvision's Faster R-CNN R50-FPN, and print ratios")
     parser.add_argument("--profile", action="store_true",
-                        help="also profile one CDL call (self time by op, top 10)")
+                        help="also profile one backbone and one CDL call (time by op, top 10)")
     add_size(parser)
     add_common(parser, repeats=5)
     parser.set_defaults(func=run_model)

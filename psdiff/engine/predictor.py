@@ -83,14 +83,15 @@ class SearchPredictor:
 
     def __init__(self, cfg):
         """Build the model on `MODEL.DEVICE` and load `MODEL.WEIGHTS` (required)."""
-        from psdiff.modeling import build_model
+        from psdiff.modeling import build_model, inference_model
 
         if not cfg.MODEL.WEIGHTS:
             raise PsdiffError("MODEL.WEIGHTS is empty: give the trained checkpoint, e.g. "
                               "MODEL.WEIGHTS output/run/model_final.pth")
         self.cfg = cfg.clone()
-        self.model = build_model(cfg).eval()  # on MODEL.DEVICE, checked there
-        Checkpointer(self.model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        model = build_model(cfg).eval()  # on MODEL.DEVICE, checked there
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        self.model = inference_model(cfg, model)
         self.mapper = DatasetMapper.from_config(cfg, is_train=False)
         self.batch_size = max(1, cfg.TEST.IMS_PER_BATCH)
 

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from psdiff.data import build_test_loader, get_search_split, resolve_root
+from psdiff.modeling import inference_model
 from psdiff.utils import comm
 from psdiff.utils.amp import inference_autocast
 from psdiff.utils.io import json_safe
@@ -268,10 +269,10 @@ def evaluate(cfg, model, dataset_name: str) -> dict:
     """Run `model` on a test split and return its flat metrics dict on rank 0 (`{}` elsewhere).
 
     Used by the training loop's periodic evaluation and by `--eval-only`; under autocast with
-    TEST.AMP.ENABLED.
+    TEST.AMP.ENABLED, on `inference_model` (TEST.FUSE_BN).
     """
     evaluator = build_evaluator(cfg, dataset_name)
     with inference_autocast(cfg):
-        inference_on_dataset(model, *build_loaders(cfg, evaluator), evaluator,
-                             use_gt_boxes=cfg.TEST.EVAL_USE_GT)
+        inference_on_dataset(inference_model(cfg, model), *build_loaders(cfg, evaluator),
+                             evaluator, use_gt_boxes=cfg.TEST.EVAL_USE_GT)
     return evaluator.evaluate()

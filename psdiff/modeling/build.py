@@ -1,11 +1,15 @@
-"""The meta-architecture registry and `build_model(cfg)` (as Detectron2's meta_arch/build.py)."""
+"""The meta-architecture registry and `build_model(cfg)` (as Detectron2's meta_arch/build.py),
+and `inference_model(cfg, model)`, the form of a built model that inference runs."""
 
+import copy
 import logging
 
 from fvcore.common.registry import Registry
 
 from psdiff.utils.env import check_device
 from psdiff.utils.errors import PsdiffError
+
+from .backbone.frozen_bn import fold_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +31,12 @@ def build_model(cfg):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(f"built {name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable)")
     return model
+
+
+def inference_model(cfg, model):
+    """What inference runs: `model` or, with TEST.FUSE_BN, an eval-mode copy with its batch
+    norms folded into their convs (the same outputs up to float rounding, faster), so that
+    `model`, which may go on training, keeps its own."""
+    if not cfg.TEST.FUSE_BN:
+        return model
+    return fold_batchnorm(copy.deepcopy(model).eval())

@@ -196,8 +196,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         """
         batch, num_boxes, bins, channels = det.shape
         if self.use_sa and self.sa_tokens == "bins":
-            # attention among the N boxes of each image, at each bin separately
-            tokens = det.transpose(1, 2).reshape(batch * bins, num_boxes, channels)
+            # attention among the N boxes of each image, at each bin separately; the tokens are
+            # copied once into contiguous memory, where q, k and v read them without a copy each
+            tokens = det.transpose(1, 2).reshape(batch * bins, num_boxes, channels).contiguous()
             tokens = self.self_attn_norm(tokens + self.self_attn(tokens, tokens))
             det = tokens.reshape(batch, bins, num_boxes, channels).transpose(1, 2)
         det_vector = det.mean(dim=2)

@@ -44,6 +44,7 @@ def test_model_times_each_step_the_backbone_and_the_baseline(tmp_path, capsys):
     assert text.startswith("## model: defaults, cpu")
     for expected in ("torch ", "commit ", "python tools/benchmark.py model --size 64 96",
                      "| PSDiff 2 steps |", "| one extra step / step-1 |",
+                     "One backbone call (build_resnet_fpn_backbone, TEST.FUSE_BN True)",
                      "One CDL call, 16 boxes", "| `self_attn` |",
                      "| rest (CollaborativeDenoisingLayer's own code) |", "| all ops |"):
         assert expected in text

@@ -75,18 +75,26 @@ def test_sinusoidal_embedding_matches_formula():
         torch.testing.assert_close(emb[row], torch.tensor(expected), atol=1e-4, rtol=1e-4)
 
 
-def test_attention_matches_torch_multihead_attention():
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("length", [1, 2])
+def test_attention_matches_torch_multihead_attention(length, grad):
+    """Also one query token without gradients, which leaves the context unprojected."""
     torch.manual_seed(0)
     ours = MultiHeadAttention(16, 4)
     reference = nn.MultiheadAttention(16, 4, batch_first=True)
     with torch.no_grad():
+        nn.init.normal_(ours.k_proj.bias, std=3.0)  # a large q . b_k, which must cancel
         reference.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight,
                                                   ours.v_proj.weight]))
         reference.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias,
                                                 ours.v_proj.bias]))
         reference.out_proj.load_state_dict(ours.out_proj.state_dict())
-    query, context = torch.randn(3, 2, 16), torch.randn(3, 9, 16)
-    torch.testing.assert_close(ours(query, context), reference(query, context, context)[0])
+    projected = []
+    ours.k_proj.register_forward_hook(lambda *_: projected.append(True))
+    query, context = torch.randn(3, length, 16), torch.randn(3, 9, 16)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(ours(query, context), reference(query, context, context)[0])
+    assert bool(projected) == (grad or length > 1)
 
 
 def test_dynamic_conv_matches_per_box_loop():
