@@ -84,7 +84,6 @@ _C.MODEL.PSDIFF.REID_WEIGHT = 5.0  # lambda_reid, L2 embedding loss weight (Eq. 
 _C.MODEL.PSDIFF.REID_LOSS = "l2"  # "l2": Eq. 14 in Norm space; "cosine": 1 - cos(e0, e0_hat)
 _C.MODEL.PSDIFF.RELATION_WEIGHT = 0.0  # weight of the relational distillation loss; 0 = off
 _C.MODEL.PSDIFF.RELATION_TEMPERATURE = 0.1  # its softmax temperature (student and teacher)
-_C.MODEL.PSDIFF.RELATION_QUEUE = 0  # e0 of past batches added to its candidates; 0 = batch only
 _C.MODEL.PSDIFF.FOCAL_ALPHA = 0.25  # focal loss alpha
 _C.MODEL.PSDIFF.FOCAL_GAMMA = 2.0  # focal loss gamma
 _C.MODEL.PSDIFF.MATCHER = "hungarian"  # "hungarian" (one-to-one, paper), "dynamic_k" or "iou"

@@ -7,11 +7,8 @@ DETR), so the loss of a GT does not depend on how many images or GPUs share it.
 Besides Eq. 14, the ReID term can be the cosine distance to e0 (REID_LOSS "cosine"), and a
 relational distillation term (RELATION_WEIGHT) asks each matched prediction to rank the batch's
 teacher embeddings as its own e0 ranks them: the cross-entropy between softmax(cos(e0_i, e0_j)/τ)
-and softmax(cos(ê0_i, e0_j)/τ) over the batch's persons j, and over the e0 of the last
-RELATION_QUEUE persons of earlier batches (a FIFO, as MoCo's queue: the targets are fixed, so the
-queue is exact and every person is ranked against most of the training set, not only the few of
-its batch). A regression target alone lets the embeddings settle on the mean direction; the
-relation term pays only for telling persons apart.
+and softmax(cos(ê0_i, e0_j)/τ) over the batch's persons j. A regression target alone lets the
+embeddings settle on the mean direction; the relation term pays only for telling persons apart.
 """
 
 import torch
@@ -58,10 +55,9 @@ class SetCriterion(nn.Module):
     """Eq. 13: λ_cls·L_cls + λ_L1·L_L1 + λ_giou·L_giou + λ_reid·L_reid on matched predictions."""
 
     def __init__(self, matcher, weights: dict, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
-                 reid_loss: str = "l2", relation_temperature: float = 0.1,
-                 relation_queue: int = 0):
+                 reid_loss: str = "l2", relation_temperature: float = 0.1):
         """`weights` maps "cls", "l1", "giou", "reid" (and "relation") to λ; `matcher` pairs
-        predictions and GTs; `relation_queue`: how many past e0 the relation term also ranks."""
+        predictions and GTs."""
         super().__init__()
         weights = {"relation": 0.0, **weights}
         missing = [f"{k} (MODEL.PSDIFF.{key})" for k, key in LOSS_WEIGHT_KEYS.items()
@@ -76,10 +72,6 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.reid_loss = reid_loss
         self.relation_temperature = relation_temperature
-        if relation_queue < 0:
-            raise PsdiffError(f"MODEL.PSDIFF.RELATION_QUEUE must be >= 0, got {relation_queue}")
-        self.relation_queue = relation_queue
-        self.register_buffer("queue", torch.zeros(0), persistent=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -87,19 +79,7 @@ class SetCriterion(nn.Module):
         p = cfg.MODEL.PSDIFF
         weights = {term: p[key] for term, key in LOSS_WEIGHT_KEYS.items()}
         return cls(build_matcher(cfg), weights, p.FOCAL_ALPHA, p.FOCAL_GAMMA, p.REID_LOSS,
-                   p.RELATION_TEMPERATURE, p.RELATION_QUEUE)
-
-    def relation_candidates(self, targets: list, like: torch.Tensor) -> torch.Tensor:
-        """The batch's e0 followed by the queued ones of earlier batches, [G, D]."""
-        batch = torch.cat([t["embeddings"] for t in targets]).to(like)
-        return torch.cat([batch, self.queue.to(like)]) if len(self.queue) else batch
-
-    def enqueue(self, targets: list) -> None:
-        """Push the batch's e0 into the FIFO of RELATION_QUEUE past targets (training only)."""
-        if self.relation_queue and self.training:
-            batch = torch.cat([t["embeddings"] for t in targets]).detach().float()
-            queue = torch.cat([batch, self.queue]) if len(self.queue) else batch
-            self.queue = queue[: self.relation_queue]
+                   p.RELATION_TEMPERATURE)
 
     def unweighted(self, outputs: dict, targets: list, num_gt: torch.Tensor) -> dict:
         """The four terms before weighting, each a sum over the batch divided by `num_gt`."""
@@ -134,8 +114,8 @@ class SetCriterion(nn.Module):
             loss_reid = (1 - F.cosine_similarity(gt_embeddings, embeddings, dim=-1)).sum()
         terms = {"cls": loss_cls, "l1": loss_l1, "giou": loss_giou, "reid": loss_reid}
         if self.weights["relation"]:
-            terms["relation"] = relation_loss(embeddings, gt_embeddings,
-                                              self.relation_candidates(targets, embeddings),
+            candidates = torch.cat([t["embeddings"] for t in targets]).to(embeddings)
+            terms["relation"] = relation_loss(embeddings, gt_embeddings, candidates,
                                               self.relation_temperature)
         return {k: v / num_gt for k, v in terms.items()}
 

@@ -252,7 +252,6 @@ class PSDiff(nn.Module):
         losses = self.criterion(outputs[-1], targets)
         for i, out in enumerate(outputs[:-1]):  # deep supervision of the earlier passes
             losses.update({f"{k}_{i}": v for k, v in self.criterion(out, targets).items()})
-        self.criterion.enqueue(targets)  # after all passes: no pass ranks its batch twice
         return losses
 
     # --- inference (Algorithm 2) --------------------------------------------------------------

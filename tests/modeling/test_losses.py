@@ -142,29 +142,3 @@ def test_cosine_reid_loss_and_relation_term_from_config():
     cfg.MODEL.PSDIFF.REID_LOSS = "l3"
     with pytest.raises(PsdiffError, match="REID_LOSS = 'l3'"):
         SetCriterion.from_config(cfg)
-
-
-def test_relation_queue_ranks_against_past_batches_in_training_only():
-    cfg = get_cfg()
-    cfg.MODEL.PSDIFF.REID_LOSS = "cosine"
-    cfg.MODEL.PSDIFF.RELATION_WEIGHT = 1.0
-    cfg.MODEL.PSDIFF.RELATION_QUEUE = 2
-    criterion = SetCriterion.from_config(cfg)
-    outputs, target = one_image_case()
-    alone = criterion(outputs, [target])["raw_relation"]
-    # a past person whose e0 (0.6, 0.8) is where the prediction points: alone in its batch the
-    # prediction ranks its own e0 first, as the teacher does (loss 0); against the queue it
-    # confuses the two, so the loss grows
-    criterion.enqueue([{"embeddings": torch.tensor([[0.6, 0.8]])}])
-    candidates = criterion.relation_candidates([target], torch.zeros(0))
-    torch.testing.assert_close(candidates, torch.tensor([[0.0, 1.0], [0.6, 0.8]]))
-    assert criterion(outputs, [target])["raw_relation"] > alone + 1.0
-    # a FIFO of RELATION_QUEUE rows, newest first; nothing is queued in eval mode
-    criterion.enqueue([{"embeddings": torch.tensor([[1.0, 0.0], [0.0, -1.0]])}])
-    assert criterion.queue.tolist() == [[1.0, 0.0], [0.0, -1.0]]
-    criterion.eval()
-    criterion.enqueue([{"embeddings": torch.tensor([[5.0, 5.0]])}])
-    assert criterion.queue.tolist() == [[1.0, 0.0], [0.0, -1.0]]
-    cfg.MODEL.PSDIFF.RELATION_QUEUE = -1
-    with pytest.raises(PsdiffError, match="RELATION_QUEUE must be >= 0"):
-        SetCriterion.from_config(cfg)
