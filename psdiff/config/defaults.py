@@ -65,7 +65,7 @@ _C.MODEL.PSDIFF.USE_DC = True  # dynamic conv with kernels from ReID features F_
 _C.MODEL.PSDIFF.USE_CA = True  # cross-attention, F_r queries F_d (Table IV b)
 _C.MODEL.PSDIFF.CASCADED = True  # True: F_c -> e0 -> boxes (cascaded); False: parallel (IV c)
 _C.MODEL.PSDIFF.NUM_PASSES = 1  # CDL applications per step (shared weights); each one supervised
-_C.MODEL.PSDIFF.SA_TOKENS = "bins"  # self-attention over "bins" (each RoI bin) or one "box" vector
+_C.MODEL.PSDIFF.SA_TOKENS = "box"  # self-attention over one "box" vector (Sparse R-CNN) or "bins"
 _C.MODEL.PSDIFF.DC_POOLING = "weighted_sum"  # dynamic-conv output over bins: or "flatten" (Linear)
 _C.MODEL.PSDIFF.EMB_PARTS = 0  # horizontal RoI stripes read by the embedding head; 0 = none
 _C.MODEL.PSDIFF.EMB_DETACH = False  # embedding head reads F_c without passing its gradient back

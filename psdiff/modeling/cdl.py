@@ -87,7 +87,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         use_dc=True,
         use_ca=True,
         cascaded=True,
-        sa_tokens="bins",
+        sa_tokens="box",
         dc_pooling="weighted_sum",
         emb_parts=0,
         emb_detach=False,
