@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Parameters per module and inference FLOPs of a PSDiff config (paper Table II).
 
-    tools/analyze_model.py --config-file configs/psdiff_r50.yaml --steps 1 8 MODEL.DEVICE cpu
+    tools/analyze_model.py --steps 1 8 --config-file configs/psdiff_r50.yaml MODEL.DEVICE cpu
     tools/analyze_model.py --config-file configs/psdiff_swinb.yaml --size 800 608 \\
         MODEL.DEVICE cpu MODEL.PSDIFF.NUM_PROPOSALS_TEST 100
 
