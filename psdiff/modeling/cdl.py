@@ -13,7 +13,10 @@
 3. Prediction (Table IV(c)): cascaded: F_c -> e_hat0, then F_o = e_hat0 -> detection head;
    parallel: both heads read F_c. The detection head predicts one person logit and box deltas
    applied to b_t (DiffusionDet's decoding). With MODEL.PSDIFF.EMB_PARTS = k > 0 the embedding
-   head also reads k horizontal stripes of F_d (part pooling: where in the box a color sits).
+   head also reads k horizontal stripes of F_d (part pooling: where in the box a color sits),
+   pooled at the input boxes b_t, or with MODEL.PSDIFF.EMB_PARTS_BOXES "predicted" (parallel
+   heads only) at the boxes this layer predicts: the embedding then describes the person the
+   output box holds, not the region the noisy input box happened to cover.
    MODEL.PSDIFF.EMB_DETACH stops the embedding loss at F_c, so it cannot bend the shared
    features away from detection; it still trains the backbone through the stripes.
 """
@@ -31,6 +34,7 @@ from .pooler import MultiLevelRoIAlign
 from .time_embedding import TimeEmbedding
 
 SA_TOKENS = ("bins", "box")  # MODEL.PSDIFF.SA_TOKENS choices
+EMB_PARTS_BOXES = ("input", "predicted")  # MODEL.PSDIFF.EMB_PARTS_BOXES choices
 
 # DiffusionDet's box coding: deltas are divided by these weights; dw, dh are clamped so that
 # exp() cannot overflow (log(100000 / 16), Detectron2's value).
@@ -90,6 +94,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         sa_tokens="box",
         dc_pooling="weighted_sum",
         emb_parts=0,
+        emb_parts_boxes="input",
         emb_detach=False,
         fused_kernels=False,
     ):
@@ -139,6 +144,13 @@ class CollaborativeDenoisingLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(collab_dim)
         self.time_scale_shift = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 2 * collab_dim))
         self.emb_parts = emb_parts
+        if emb_parts_boxes not in EMB_PARTS_BOXES:
+            raise PsdiffError(f"MODEL.PSDIFF.EMB_PARTS_BOXES = '{emb_parts_boxes}' is not one of "
+                              f"{EMB_PARTS_BOXES}")
+        if emb_parts_boxes == "predicted" and cascaded:
+            raise PsdiffError("MODEL.PSDIFF.EMB_PARTS_BOXES 'predicted' needs CASCADED False: "
+                              "cascaded boxes are predicted from the embedding")
+        self.stripes_at_prediction = emb_parts_boxes == "predicted"
         self.emb_detach = emb_detach
         if emb_parts:
             self.parts_proj = tower(emb_parts * hidden_dim, hidden_dim, 1)
@@ -185,6 +197,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             sa_tokens=p.SA_TOKENS,
             dc_pooling=p.DC_POOLING,
             emb_parts=p.EMB_PARTS,
+            emb_parts_boxes=p.EMB_PARTS_BOXES,
             emb_detach=p.EMB_DETACH,
             fused_kernels=p.FUSED_KERNELS,
         )
@@ -222,6 +235,18 @@ class CollaborativeDenoisingLayer(nn.Module):
         rows = nn.functional.adaptive_avg_pool2d(roi, (self.emb_parts, 1))
         return rows.flatten(1)
 
+    def detect(self, obj, boxes):
+        """Person logits [B*N, 1] and boxes [B*N, 4] from F_o (Fig. 2), deltas applied to b_t."""
+        logits = self.class_logits(self.cls_tower(obj))
+        return logits, apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
+
+    def embed(self, collab, roi):
+        """e_hat0 [B*N, D] from F_c and, with EMB_PARTS, the stripes of the RoI features."""
+        emb_in = collab.detach() if self.emb_detach else collab
+        if self.emb_parts:
+            emb_in = torch.cat([emb_in, self.parts_proj(self.stripes(roi))], dim=-1)
+        return self.emb_head(emb_in)
+
     def forward(self, features, boxes, emb_signal, t, carried=None):
         """One denoising step.
 
@@ -245,13 +270,12 @@ class CollaborativeDenoisingLayer(nn.Module):
         objects = collab[:, :channels].reshape(batch, num_boxes, channels)
         scale, shift = self.time_scale_shift(time).repeat_interleave(num_boxes, 0).chunk(2, -1)
         collab = collab * (scale + 1) + shift
-        emb_in = collab.detach() if self.emb_detach else collab
-        if self.emb_parts:
-            emb_in = torch.cat([emb_in, self.parts_proj(self.stripes(roi))], dim=-1)
-        embeddings = self.emb_head(emb_in)
-        obj = embeddings if self.cascaded else collab
-        logits = self.class_logits(self.cls_tower(obj))
-        pred_boxes = apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
+        if self.stripes_at_prediction:  # parallel heads: the boxes first, then what they hold
+            logits, pred_boxes = self.detect(collab, boxes)
+            roi = self.pooler(features, pred_boxes.detach().reshape(batch, num_boxes, 4))
+        embeddings = self.embed(collab, roi)
+        if not self.stripes_at_prediction:
+            logits, pred_boxes = self.detect(embeddings if self.cascaded else collab, boxes)
         return {
             "pred_logits": logits.reshape(batch, num_boxes, 1),
             "pred_boxes": pred_boxes.reshape(batch, num_boxes, 4),

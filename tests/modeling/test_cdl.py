@@ -266,3 +266,28 @@ def test_detached_embedding_head_leaves_the_shared_features_to_detection():
         assert (cdl.ffn[0].weight.grad is None) == detach
         assert cdl.parts_proj[0].weight.grad is not None
         assert any(f.grad is not None and f.grad.abs().sum() > 0 for f in features)
+
+
+@pytest.mark.parametrize("where", ["input", "predicted"])
+def test_stripes_are_pooled_where_emb_parts_boxes_says(where):
+    # every box is predicted 8 pixels to the right of its input (zero deltas weights, dx bias);
+    # a patch added to the features only where the predicted boxes reach beyond the input boxes
+    # changes the embeddings when the stripes read the predicted boxes, and only then
+    cdl = tiny_cdl(emb_parts=7, emb_parts_boxes=where, cascaded=False, use_sa=False).eval()
+    nn.init.zeros_(cdl.bbox_deltas.weight)
+    with torch.no_grad():
+        cdl.bbox_deltas.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))  # dx = 2 / 2 widths
+    features = [torch.zeros(1, 32, 64 // s, 64 // s) for s in STRIDES]
+    boxes = torch.tensor([[[4.0, 4.0, 12.0, 40.0]]])  # predicted: x 12..20
+    patched = [f.clone() for f in features]
+    patched[0][..., 1:10, 4] = 3.0  # stride-4 cells x 16..20, y 4..40: inside the predicted box,
+    # beyond the bilinear reach of the input box's samples (x <= 12)
+    embs, t = torch.randn(1, 1, 16), torch.tensor([500])
+    with torch.no_grad():
+        plain = cdl(features, boxes, embs, t)
+        moved = cdl(patched, boxes, embs, t)
+    torch.testing.assert_close(plain["pred_boxes"], torch.tensor([[[12.0, 4.0, 20.0, 40.0]]]))
+    changed = not torch.allclose(plain["pred_embeddings"], moved["pred_embeddings"], atol=1e-6)
+    assert changed == (where == "predicted")
+    with pytest.raises(PsdiffError, match="EMB_PARTS_BOXES 'predicted' needs CASCADED False"):
+        tiny_cdl(emb_parts=7, emb_parts_boxes="predicted", cascaded=True)
