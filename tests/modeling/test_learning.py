@@ -5,7 +5,7 @@ embeddings.
 
 The model is the synthetic recipe (configs/synthetic/psdiff_r18_synthetic_cuhk.yaml) at tiny
 width, so the test follows the head, matcher and losses that `make demo` trains. With the
-paper's head at this budget (one cascaded CDL pass, per-bin attention, one-to-one matching
+paper's head at this budget (one cascaded CDL pass, one-to-one matching
 against duplicated persons, Eq. 14) the scores stay at the base rate and the boxes get worse.
 """
 
@@ -19,7 +19,7 @@ from psdiff.config import get_cfg
 from psdiff.modeling import build_model
 
 RECIPE = "configs/synthetic/psdiff_r18_synthetic_cuhk.yaml"
-TRAIN_ITERS = 200
+TRAIN_ITERS = 300
 NOISE_STEP = 200  # a t where the box inputs are visibly off but still near their person
 
 
