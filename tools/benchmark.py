@@ -123,12 +123,13 @@ DOCS_BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 def load_cfg(args, *overrides):
-    """The config of `--config-file`, random backbone weights, `overrides`, then the command's
-    own KEY VALUE pairs (the last word), frozen."""
+    """The config of `--config-file`, random backbone weights, `--device`, `overrides`, then the
+    command's own KEY VALUE pairs (the last word), frozen."""
     cfg = get_cfg()
     if args.config_file:
         cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.BACKBONE.PRETRAINED", "", *overrides, *args.opts])
+    device = ["MODEL.DEVICE", args.device] if args.device else []
+    cfg.merge_from_list(["MODEL.BACKBONE.PRETRAINED", "", *device, *overrides, *args.opts])
     cfg.freeze()
     return cfg
 
@@ -443,6 +444,8 @@ def run_inference(args) -> dict:
 def add_common(parser, repeats: int, warmup: int = 1) -> None:
     """Arguments of `model`, `train` and `inference`: the config, repeats and where to record."""
     parser.add_argument("--config-file", default="", metavar="FILE")
+    parser.add_argument("--device", default="", help="cpu, cuda, ...: MODEL.DEVICE (default: "
+                        "the config's)")
     parser.add_argument("--repeats", type=at_least(1), default=repeats,
                         help="timed runs (median)")
     parser.add_argument("--warmup", type=at_least(0), default=warmup, help="untimed runs before")
