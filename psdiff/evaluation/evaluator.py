@@ -121,7 +121,7 @@ class PersonSearchEvaluator:
         if missing or missing_queries:
             raise RuntimeError(f"{self.dataset_name}: no output for {len(missing)} gallery images "
                                f"(e.g. {missing[:3]}) and {len(missing_queries)} queries")
-        dim = next(iter(query_embeddings.values())).shape[-1] if query_embeddings else 0
+        dim = _embedding_dim(query_embeddings, gallery_outputs)
         return Predictions.from_outputs(
             [r["image_id"] for r in self.gallery],
             [gallery_outputs[r["image_id"]] for r in self.gallery],
@@ -156,6 +156,15 @@ class PersonSearchEvaluator:
                 json.dump(json_safe(record), f, indent=1, sort_keys=True, allow_nan=False)
         logger.info("%s: %s", self.dataset_name, json.dumps(metrics, sort_keys=True))
         return metrics
+
+
+def _embedding_dim(query_embeddings: dict, gallery_outputs: dict) -> int:
+    """D, from a query embedding or, in a split without queries, a gallery output."""
+    for embedding in query_embeddings.values():
+        return np.asarray(embedding).shape[-1]
+    for output in gallery_outputs.values():
+        return np.asarray(output["embeddings"]).shape[-1]
+    return 0
 
 
 def _gt_outputs(model, batch: list, gallery_by_id: dict) -> list:

@@ -197,6 +197,16 @@ def test_metrics_json_is_standard_json_even_for_a_nan_metric(tmp_path):
     assert written["metrics"] == {"search/mAP": None, "n": 1.0}
 
 
+def test_a_split_without_queries_still_gives_predictions():
+    gallery = [{"image_id": "g.jpg", "annotations": []}]
+    evaluator = PersonSearchEvaluator("toy", gallery, [], metric_fn=lambda p: {})
+    evaluator.process([{"image_id": "g.jpg"}], [{"boxes": np.zeros((2, 4)), "scores": [0.5, 0.4],
+                                                 "embeddings": np.ones((2, 8))}])
+    predictions = evaluator.predictions()
+    assert predictions.gallery_embeddings.shape == (2, 8)
+    assert predictions.query_embeddings.shape == (0, 8)
+
+
 def test_eval_use_gt_replaces_detections_with_ground_truth(root, tmp_path):
     # the oracle's detector is noisy (boxes off by ~6 px), but EVAL_USE_GT embeds the ground-truth
     # boxes through the query path instead, scored 1: detection and search become perfect.
