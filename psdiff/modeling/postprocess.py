@@ -18,6 +18,13 @@ def rescale_boxes(boxes, from_size, to_size):
     return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
 
 
+def clip_boxes(boxes, size):
+    """xyxy boxes clamped to an image of (h, w) `size`."""
+    height, width = size
+    return torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                        boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=-1)
+
+
 @dataclass(frozen=True)
 class DetectionPostprocessor:
     """Threshold -> clip -> drop empty -> NMS (or sort by score) -> top-k -> rescale."""
@@ -45,16 +52,7 @@ class DetectionPostprocessor:
         """
         keep = scores >= self.score_thresh
         boxes, scores, embeddings = boxes[keep], scores[keep], embeddings[keep]
-        height, width = input_size
-        boxes = torch.stack(
-            [
-                boxes[:, 0].clamp(0, width),
-                boxes[:, 1].clamp(0, height),
-                boxes[:, 2].clamp(0, width),
-                boxes[:, 3].clamp(0, height),
-            ],
-            dim=-1,
-        )
+        boxes = clip_boxes(boxes, input_size)
         nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, scores, embeddings = boxes[nonempty], scores[nonempty], embeddings[nonempty]
         if self.use_nms:
@@ -63,7 +61,8 @@ class DetectionPostprocessor:
             order = scores.argsort(descending=True)
         order = order[: self.max_detections]
         return {  # float32 even under autocast, for the evaluator's numpy arrays
-            "boxes": rescale_boxes(boxes[order].float(), input_size, output_size),
+            "boxes": clip_boxes(rescale_boxes(boxes[order].float(), input_size, output_size),
+                                output_size),  # again: rescaling a clipped box can overshoot
             "scores": scores[order].float(),
             "embeddings": F.normalize(embeddings[order].float(), dim=-1),
         }

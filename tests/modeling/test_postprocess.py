@@ -47,3 +47,11 @@ def test_postprocessor_from_config():
                    "MODEL.PSDIFF.NMS_THRESH", 0.6, "TEST.DETECTIONS_PER_IMAGE", 7)
     assert DetectionPostprocessor.from_config(cfg) == DetectionPostprocessor(
         score_thresh=0.3, use_nms=False, nms_thresh=0.6, max_detections=7)
+
+
+def test_a_box_clipped_to_the_input_stays_inside_the_original_after_rescaling():
+    # 84 * (96 / 84) is 96.0000076 in float32: rescaling alone would leave the image
+    out = DetectionPostprocessor(score_thresh=0.0)(
+        torch.tensor([[10.0, 0.0, 90.0, 10.0]]), torch.tensor([0.9]), torch.ones(1, 8),
+        (10, 84), (10, 96))
+    assert out["boxes"][0, 2].item() == 96.0
