@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -32,7 +33,13 @@ class _SignalTwiceAt(HookBase):
 
     def after_step(self):
         if self.trainer.iter == self.at:
+            deferring = signal.getsignal(signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
+            # a second signal sent before the first is handled merges with it (the kernel keeps
+            # one pending SIGINT): wait until the first one restored the previous handler
+            deadline = time.monotonic() + 5
+            while signal.getsignal(signal.SIGINT) is deferring and time.monotonic() < deadline:
+                time.sleep(0.001)
             os.kill(os.getpid(), signal.SIGINT)
 
 
