@@ -96,8 +96,18 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path, uninterrupted):
     _assert_same_state(uninterrupted, resumed)
 
 
+@pytest.fixture
+def interactive_ctrl_c():
+    """Python's own SIGINT handler (KeyboardInterrupt), as in a terminal: a process started in
+    the background by a script (`cmd &`) inherits SIGINT ignored, and keeps it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_second_ctrl_c_says_why_it_stopped_and_resume_continues(tmp_path, capsys,
-                                                               uninterrupted):
+                                                               uninterrupted,
+                                                               interactive_ctrl_c):
     cfg = toy_cfg(tmp_path)
     status = exit_status(_run, cfg, None, _SignalTwiceAt(3), resumable=True)
     assert status == 130
