@@ -150,6 +150,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         if emb_parts_boxes == "predicted" and cascaded:
             raise PsdiffError("MODEL.PSDIFF.EMB_PARTS_BOXES 'predicted' needs CASCADED False: "
                               "cascaded boxes are predicted from the embedding")
+        if emb_parts_boxes == "predicted" and not emb_parts:
+            raise PsdiffError("MODEL.PSDIFF.EMB_PARTS_BOXES 'predicted' needs EMB_PARTS > 0: "
+                              "it says where the stripes are pooled")
         self.stripes_at_prediction = emb_parts_boxes == "predicted"
         self.emb_detach = emb_detach
         if emb_parts:

@@ -291,3 +291,5 @@ def test_stripes_are_pooled_where_emb_parts_boxes_says(where):
     assert changed == (where == "predicted")
     with pytest.raises(PsdiffError, match="EMB_PARTS_BOXES 'predicted' needs CASCADED False"):
         tiny_cdl(emb_parts=7, emb_parts_boxes="predicted", cascaded=True)
+    with pytest.raises(PsdiffError, match="needs EMB_PARTS > 0"):
+        tiny_cdl(emb_parts=0, emb_parts_boxes="predicted", cascaded=False)
