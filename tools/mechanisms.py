@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """The paper's mechanism claims, measured on the synthetic benchmark with the CPU recipe.
 
-    python tools/mechanisms.py --output-dir output/mechanisms --seeds 1 2 \
-        [--tables fig6 table4b table4c table5 table6] [KEY VALUE ...]
+    python tools/mechanisms.py --seeds 1 2 [--tables fig6 table4b table4c table5 table6] \
+        --output-dir output/mechanisms [KEY VALUE ...]
 
 Stages 1-3 of `make demo` (benchmark, teacher, e0; reused when --output-dir holds them), then
 for every seed (SEED) one training of each variant of configs/synthetic/psdiff_r18_synthetic_
 cuhk.yaml that the chosen tables need, each evaluated as the table asks (steps, sampler).
 `KEY VALUE` overrides apply to every training (e.g. SOLVER.MAX_ITER 400 for a quick look);
-DATASETS.ROOT among them also says where the benchmark is written.
+DATASETS.ROOT among them also says where the benchmark is written. They follow an option that
+takes one value (--output-dir): after --seeds or --tables, argparse would read them as seeds or
+table names.
 Finished runs and evaluations are reused, so a stopped run continues where it was. Writes
 `mechanisms.md` (one Markdown table per claim: mean and range over the seeds, and the command)
 into --output-dir and prints it.
