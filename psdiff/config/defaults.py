@@ -209,6 +209,7 @@ _C.TEST.CWS = False  # confidence-weighted similarity: cosine x detection score
 _C.TEST.EVAL_USE_GT = False  # use ground-truth boxes as detections (upper bound)
 _C.TEST.SAVE_PREDICTIONS = True  # write predictions.npz so metrics can be recomputed offline
 _C.TEST.FUSE_BN = True  # infer with batch norms folded into their convs (same outputs, faster)
+_C.TEST.CUDA_GRAPH = False  # CUDA: replay the sampling loop from a captured graph (same outputs)
 
 _C.TEST.AMP = CN()
 _C.TEST.AMP.ENABLED = False  # inference under autocast (evaluation, predictor, benchmark)

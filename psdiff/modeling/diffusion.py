@@ -30,7 +30,12 @@ def cosine_alphas_cumprod(num_timesteps: int = 1000, s: float = 0.008) -> torch.
 
 
 def _schedule_at(alphas_cumprod: torch.Tensor, t, like: torch.Tensor) -> torch.Tensor:
-    """ᾱ_t gathered at `t` (int or tensor of `like`'s leading dims), broadcastable to `like`."""
+    """ᾱ_t gathered at `t` (int or tensor of `like`'s leading dims), broadcastable to `like`.
+
+    An int indexes without making a tensor of it: no copy from the host, which a CUDA graph
+    being captured would not allow."""
+    if isinstance(t, int):
+        return alphas_cumprod.to(device=like.device)[t].to(like.dtype)
     t = torch.as_tensor(t, device=like.device, dtype=torch.long)
     a = alphas_cumprod.to(device=like.device)[t].to(like.dtype)
     return a.reshape(t.shape + (1,) * (like.dim() - t.dim()))

@@ -26,6 +26,7 @@ from .cdl import CollaborativeDenoisingLayer
 from .losses import SetCriterion
 from .postprocess import DetectionPostprocessor, rescale_boxes
 from .sampling import DiffusionSampler, noise_key
+from .sampling_graphs import SamplingGraphs
 
 
 def output_size(x):
@@ -68,6 +69,7 @@ class PSDiff(nn.Module):
         self.cdl = cdl
         self.criterion = criterion
         self.sampler = sampler
+        self.sampling_graphs = SamplingGraphs()  # the sampler's CUDA graphs (TEST.CUDA_GRAPH)
         self.postprocessor = postprocessor
         self.in_features = list(in_features)  # FPN maps the CDL pools from, finest first
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)

@@ -4,6 +4,11 @@ Detectron2's `ROIPooler` with ROIAlignV2 (half-pixel aligned sampling) in a few 
 reads the FPN level that matches its size, level = floor(4 + log2(sqrt(area) / 224)), clamped to
 the levels present. torchvision's `MultiScaleRoIAlign` infers scales from shapes and samples
 unaligned, so it is not used.
+
+Each level pools only its own boxes, found with `nonzero`, whose output size depends on the
+data; a CUDA graph cannot capture that, so while one is being captured (TEST.CUDA_GRAPH) every
+level pools every box and each box keeps its own level's result: the same numbers, at a fixed
+shape, for more RoIAlign work.
 """
 
 import math
@@ -44,12 +49,26 @@ class MultiLevelRoIAlign(nn.Module):
         image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(num_boxes)
         rois = torch.cat([image_index[:, None].to(flat.dtype), flat], dim=1)
         levels = assign_levels(flat, self.min_level, self.max_level)
+        if features[0].is_cuda and torch.cuda.is_current_stream_capturing():
+            return self.pool_every_level(features, rois, levels)
         size = self.output_size
         out = flat.new_zeros(flat.shape[0], features[0].shape[1], size, size)
-        for level, (feature, stride) in enumerate(zip(features, self.strides)):
+        for level, feature in enumerate(features):
             index = torch.nonzero(levels == level).squeeze(1)
-            pooled = roi_align(
-                feature, rois[index], size, 1.0 / stride, self.sampling_ratio, aligned=True
-            )
-            out[index] = pooled.to(out.dtype)
+            out[index] = self.pool(feature, level, rois[index]).to(out.dtype)
+        return out
+
+    def pool(self, feature, level, rois):
+        """RoIAlign of `rois` [K, 5] (image index, xyxy) on the map of level index `level`."""
+        return roi_align(feature, rois, self.output_size, 1.0 / self.strides[level],
+                         self.sampling_ratio, aligned=True)
+
+    def pool_every_level(self, features, rois, levels):
+        """`forward` at a fixed shape: every box pooled at every level, each keeping the result
+        of its own level (`levels`, [K] level indices)."""
+        out = None
+        for level, feature in enumerate(features):
+            pooled = self.pool(feature, level, rois).to(rois.dtype)
+            out = pooled if out is None else torch.where((levels == level)[:, None, None, None],
+                                                         pooled, out)
         return out

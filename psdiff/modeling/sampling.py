@@ -39,12 +39,6 @@ def noise_key(x, position):
     return x["image_id"] if "image_id" in x else f"position {position}"
 
 
-def _randn(generators, shape):
-    """One standard-normal draw of `shape` per image generator, stacked: [B, *shape] on their
-    device."""
-    return torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators])
-
-
 @dataclass(frozen=True)
 class DiffusionSampler:
     """Algorithm 2: N_test Gaussian boxes and embeddings denoised in `steps` sampler steps,
@@ -59,6 +53,7 @@ class DiffusionSampler:
     seed: int = 0  # TEST.SAMPLER_SEED
     query_mode: str = "denoise"  # MODEL.PSDIFF.QUERY_MODE
     num_proposals: int = 300  # MODEL.PSDIFF.NUM_PROPOSALS_TEST: N_test
+    cuda_graph: bool = False  # TEST.CUDA_GRAPH: replay the loop from a CUDA graph
 
     def __post_init__(self):
         if self.query_mode not in QUERY_MODES:
@@ -69,6 +64,9 @@ class DiffusionSampler:
     @classmethod
     def from_config(cls, cfg):
         p = cfg.MODEL.PSDIFF
+        if cfg.TEST.CUDA_GRAPH and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+            raise PsdiffError(f"TEST.CUDA_GRAPH needs a CUDA MODEL.DEVICE, not "
+                              f"'{cfg.MODEL.DEVICE}'")
         return cls(
             kind=p.SAMPLER,
             steps=p.SAMPLE_STEPS,
@@ -79,6 +77,7 @@ class DiffusionSampler:
             seed=cfg.TEST.SAMPLER_SEED,
             query_mode=p.QUERY_MODE,
             num_proposals=p.NUM_PROPOSALS_TEST,
+            cuda_graph=cfg.TEST.CUDA_GRAPH,
         )
 
     def step_rule(self, alphas_cumprod, num_timesteps):
@@ -126,10 +125,47 @@ class DiffusionSampler:
 
         `fixed_boxes` [B, k, 4] (input pixels), if given, replace the first k boxes at every
         step. Returns a list with one CDL output dict per step kept: the last step, or every
-        step with `ensemble_steps`.
+        step with `ensemble_steps`. All noise is drawn first (`draw_noise`), so the loop itself
+        is deterministic and, with `cuda_graph`, replayed from a CUDA graph.
         """
-        batch = len(generators)
-        box_x, emb_x = self.gaussian(model, generators, num_proposals)
+        noise = self.draw_noise(model, generators, num_proposals)
+        if self.cuda_graph:
+            return model.sampling_graphs.run(self.loop, model, features, whwh, noise, fixed_boxes)
+        return self.loop(model, features, whwh, noise, fixed_boxes)
+
+    def draw_noise(self, model, generators, num_proposals):
+        """Every random draw of one run, each image's from its own generator in the order the
+        loop uses them, stacked over images: "boxes" [B, N, 4] and "embeddings" [B, N, D] (x_T);
+        per step but the last, [B, S-1, N, *]: "step_*", the DDIM noise z, and with box renewal
+        "renew_*", the placeholders of renewed rows and the noise that takes them to t."""
+        shapes = {"boxes": (num_proposals, 4), "embeddings": (num_proposals, model.emb_dim)}
+        per_image = [self.draw_image_noise(g, shapes) for g in generators]
+        return {key: torch.stack([draws[key] for draws in per_image]) for key in per_image[0]}
+
+    def draw_image_noise(self, generator, shapes):
+        """`draw_noise` for one image."""
+        def randn(name):
+            return torch.randn(shapes[name], generator=generator, device=generator.device)
+
+        draws = {name: randn(name) for name in shapes}
+        steps = []
+        for _ in range(self.steps - 1):
+            step = {f"step_{name}": randn(name) for name in shapes}
+            if self.box_renewal:
+                step["renew_boxes"] = diffusion.random_boxes(shapes["boxes"], generator).float()
+                step["renew_embeddings"] = diffusion.random_embeddings(shapes["embeddings"],
+                                                                       generator).float()
+                step.update({f"renew_{name}_noise": randn(name) for name in shapes})
+            steps.append(step)
+        draws.update({key: torch.stack([step[key] for step in steps])
+                      for key in (steps[0] if steps else ())})
+        return draws
+
+    def loop(self, model, features, whwh, noise, fixed_boxes=None):
+        """Algorithm 2's loop on drawn `noise` (`draw_noise`): no random draw, no shape that
+        depends on the data, so a CUDA graph can capture it. Returns what `sample` does."""
+        box_x, emb_x = noise["boxes"], noise["embeddings"]
+        batch, num_proposals = box_x.shape[:2]
         if not model.emb_diffusion:
             emb_x = torch.zeros_like(emb_x)
         rules = [self.step_rule(model.alphas_cumprod, model.num_timesteps)
@@ -149,32 +185,27 @@ class DiffusionSampler:
                 kept.append(out)
             if i == len(timesteps) - 1:
                 return kept  # Algorithm 2: the last step returns b_hat0, e_hat0
-            box_noise, emb_noise = self.gaussian(model, generators, num_proposals)
             box_x0 = model.abs_boxes_to_signal(out["pred_boxes"], whwh)
-            box_x = rules[0].step(i, box_x, box_x0, box_noise)
+            box_x = rules[0].step(i, box_x, box_x0, noise["step_boxes"][:, i])
             if model.emb_diffusion:
-                emb_x = rules[1].step(i, emb_x, model.embedding_signal(out), emb_noise)
+                emb_x = rules[1].step(i, emb_x, model.embedding_signal(out),
+                                      noise["step_embeddings"][:, i])
             if self.box_renewal:
-                box_x, emb_x = self.renew(model, out["pred_logits"], box_x, emb_x, rules,
-                                          generators, protected, rules[0].next_timesteps[i])
+                fresh = {key: value[:, i] for key, value in noise.items()
+                         if key.startswith("renew_")}
+                box_x, emb_x = self.renew(model, out["pred_logits"], box_x, emb_x, rules, fresh,
+                                          protected, rules[0].next_timesteps[i])
 
-    def gaussian(self, model, generators, num_proposals):
-        """Box and embedding noise, [B, N, 4] and [B, N, D], each image from its own generator."""
-        return (_randn(generators, (num_proposals, 4)),
-                _randn(generators, (num_proposals, model.emb_dim)))
-
-    def fresh(self, model, generators, num_proposals, t):
+    def fresh(self, model, draws, t):
         """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
-        random boxes and directions) noised to t by Eq. 10, so they look like training rows."""
-        boxes0 = torch.stack([diffusion.random_boxes((num_proposals, 4), g) for g in generators])
-        embs0 = torch.stack([diffusion.random_embeddings((num_proposals, model.emb_dim), g)
-                             for g in generators])
-        box_x0, emb_x0 = model.clean_signals(boxes0.float(), embs0.float())
-        box_noise, emb_noise = self.gaussian(model, generators, num_proposals)
-        return (diffusion.q_sample(box_x0, t, model.alphas_cumprod, box_noise),
-                diffusion.q_sample(emb_x0, t, model.alphas_cumprod, emb_noise))
+        random boxes and directions, `draws` of `draw_noise` for this step) noised to t by
+        Eq. 10, so they look like training rows."""
+        box_x0, emb_x0 = model.clean_signals(draws["renew_boxes"], draws["renew_embeddings"])
+        return (diffusion.q_sample(box_x0, t, model.alphas_cumprod, draws["renew_boxes_noise"]),
+                diffusion.q_sample(emb_x0, t, model.alphas_cumprod,
+                                   draws["renew_embeddings_noise"]))
 
-    def renew(self, model, logits, box_x, emb_x, rules, generators, protected, t):
+    def renew(self, model, logits, box_x, emb_x, rules, draws, protected, t):
         """DiffusionDet's box renewal: rows scoring <= `renewal_thresh` restart at step t.
 
         DiffusionDet restarts them from pure noise whatever t is; here they restart as Eq. 10's
@@ -182,7 +213,7 @@ class DiffusionSampler:
         Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
         """
         renew = (logits[..., 0].sigmoid() <= self.renewal_thresh) & ~protected
-        fresh_boxes, fresh_embs = self.fresh(model, generators, box_x.shape[1], t)
+        fresh_boxes, fresh_embs = self.fresh(model, draws, t)
         box_x = torch.where(renew[..., None], fresh_boxes, box_x)
         if model.emb_diffusion:
             emb_x = torch.where(renew[..., None], fresh_embs, emb_x)

@@ -58,6 +58,19 @@ def test_pooler_reads_each_box_from_its_level():
         torch.testing.assert_close(pooled[row], expected[0])
 
 
+def test_pooling_at_a_fixed_shape_equals_pooling_by_level():
+    """What a CUDA graph captures (TEST.CUDA_GRAPH) gives each box the same features."""
+    features, boxes, _, _ = random_inputs()
+    large = torch.tensor([[0.0, 0.0, side, side] for side in (150, 300, 500, 60, 200)])
+    boxes = torch.cat([boxes, large.expand(2, 5, 4)], dim=1)
+    pooler = MultiLevelRoIAlign(STRIDES, 7, 2)
+    flat = boxes.reshape(-1, 4)
+    rois = torch.cat([torch.arange(2).repeat_interleave(10)[:, None].float(), flat], dim=1)
+    levels = assign_levels(flat, 2, 5)
+    assert levels.unique().tolist() == [0, 1, 2, 3]  # the boxes span every level
+    assert torch.equal(pooler.pool_every_level(features, rois, levels), pooler(features, boxes))
+
+
 def test_apply_deltas_by_hand():
     boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])  # w 20, h 40, centre (20, 40)
     torch.testing.assert_close(apply_deltas(torch.zeros(1, 4), boxes), boxes)
