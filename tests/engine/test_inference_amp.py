@@ -58,7 +58,10 @@ def test_model_under_test_amp_runs_the_cdl_in_bf16_and_returns_float32():
 
 
 def test_predictor_and_evaluation_run_under_test_amp(tmp_path, monkeypatch):
-    cfg = tiny_cfg(*AMP_ON, "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"))
+    # the predictor resizes to INPUT.MIN_SIZE_TEST: keep the 96 x 128 scene at its size, as
+    # bf16 without CPU support for it is slow
+    cfg = tiny_cfg(*AMP_ON, "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"),
+                   "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128")
     torch.manual_seed(0)
     Checkpointer(build_model(cfg), str(tmp_path), save_to_disk=True).save("model_final")
     predictor = SearchPredictor(cfg)
