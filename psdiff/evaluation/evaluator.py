@@ -236,13 +236,17 @@ def inference_on_dataset(model, gallery_loader, query_loader, evaluator: PersonS
     return passes
 
 
-def _meta(cfg, dataset_name: str) -> dict:
-    """What produced the predictions: the dataset, the sampler settings and the whole config."""
+def _meta(cfg, dataset_name: str, sampler=None) -> dict:
+    """What produced the predictions: the dataset, the sampler settings (of the model's
+    `sampler` when given: it may have been swapped after building) and the whole config."""
+    p = cfg.MODEL.PSDIFF
+    kind, steps, seed = ((sampler.kind, sampler.steps, sampler.seed) if sampler is not None else
+                         (p.SAMPLER, p.SAMPLE_STEPS, cfg.TEST.SAMPLER_SEED))
     return {
         "dataset": dataset_name,
-        "sampler": cfg.MODEL.PSDIFF.SAMPLER,
-        "steps": cfg.MODEL.PSDIFF.SAMPLE_STEPS,
-        "seed": cfg.TEST.SAMPLER_SEED,
+        "sampler": kind,
+        "steps": steps,
+        "seed": seed,
         "weights": cfg.MODEL.WEIGHTS,
         "eval_use_gt": cfg.TEST.EVAL_USE_GT,
         "world_size": comm.get_world_size(),
@@ -250,9 +254,10 @@ def _meta(cfg, dataset_name: str) -> dict:
     }
 
 
-def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
+def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None, sampler=None):
     """The evaluator of a `DATASETS.TEST` name, with its split loaded and the protocol settings
-    of `cfg.TEST`; outputs go to `output_dir` (default `OUTPUT_DIR/inference/<dataset_name>`)."""
+    of `cfg.TEST`; outputs go to `output_dir` (default `OUTPUT_DIR/inference/<dataset_name>`).
+    `sampler`: the model's DiffusionSampler, recorded in the predictions' meta."""
     root = resolve_root(cfg.DATASETS.ROOT)
     split = get_search_split(dataset_name, root, cfg.TEST.GALLERY_SIZE)
     if output_dir is None:
@@ -261,7 +266,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
         dataset_name, split.gallery, split.queries,
         metric_fn=lambda predictions: metrics_from_cfg(cfg, predictions, split),
         output_dir=output_dir, save_predictions=cfg.TEST.SAVE_PREDICTIONS,
-        meta=_meta(cfg, dataset_name),
+        meta=_meta(cfg, dataset_name, sampler),
     )
 
 
@@ -280,7 +285,7 @@ def evaluate(cfg, model, dataset_name: str) -> dict:
     Used by the training loop's periodic evaluation and by `--eval-only`; under autocast with
     TEST.AMP.ENABLED, on `inference_model` (TEST.FUSE_BN).
     """
-    evaluator = build_evaluator(cfg, dataset_name)
+    evaluator = build_evaluator(cfg, dataset_name, sampler=getattr(model, "sampler", None))
     with inference_autocast(cfg):
         inference_on_dataset(inference_model(cfg, model), *build_loaders(cfg, evaluator),
                              evaluator, use_gt_boxes=cfg.TEST.EVAL_USE_GT)

@@ -256,11 +256,15 @@ def test_real_model_through_the_evaluator(root, tmp_path, capsys, dataset):
                    "MODEL.PSDIFF.DIM_DYNAMIC", 8, "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 8,
                    "MODEL.PSDIFF.SAMPLE_STEPS", 1, "TEST.SCORE_THRESH", 0.0)
     torch.manual_seed(0)
-    metrics = evaluate(cfg, build_model(cfg), dataset)
+    model = build_model(cfg)
+    model.sampler = dataclasses.replace(model.sampler, kind="DPM_SOLVER_PP", steps=2)
+    metrics = evaluate(cfg, model, dataset)
     assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "queries_without_gt" not in k)
     assert any(k.startswith("search@") for k in metrics) == (dataset == CUHK)
     path = str(tmp_path / "inference" / dataset / "predictions.npz")
     predictions = Predictions.load(path)
+    # the meta names the sampler that ran, the model's, not the config's (DDIM, 1 step)
+    assert (predictions.meta["sampler"], predictions.meta["steps"]) == ("DPM_SOLVER_PP", 2)
     assert predictions.gallery_embeddings.shape[1] == predictions.query_embeddings.shape[1] == 16
     np.testing.assert_allclose(np.linalg.norm(predictions.query_embeddings, axis=1), 1, atol=1e-5)
     capsys.readouterr()
