@@ -129,9 +129,12 @@ class DiffusionSampler:
         is deterministic and, with `cuda_graph`, replayed from a CUDA graph.
         """
         noise = self.draw_noise(model, generators, num_proposals)
+        rules = [self.step_rule(model.alphas_cumprod, model.num_timesteps)
+                 for _ in range(2)]  # one for boxes, one for embeddings
         if self.cuda_graph:
-            return model.sampling_graphs.run(self.loop, model, features, whwh, noise, fixed_boxes)
-        return self.loop(model, features, whwh, noise, fixed_boxes)
+            return model.sampling_graphs.run(self.loop, model, features, whwh, noise, rules,
+                                             fixed_boxes)
+        return self.loop(model, features, whwh, noise, rules, fixed_boxes)
 
     def draw_noise(self, model, generators, num_proposals):
         """Every random draw of one run, each image's from its own generator in the order the
@@ -161,15 +164,15 @@ class DiffusionSampler:
                       for key in (steps[0] if steps else ())})
         return draws
 
-    def loop(self, model, features, whwh, noise, fixed_boxes=None):
-        """Algorithm 2's loop on drawn `noise` (`draw_noise`): no random draw, no shape that
-        depends on the data, so a CUDA graph can capture it. Returns what `sample` does."""
+    def loop(self, model, features, whwh, noise, rules, fixed_boxes=None):
+        """Algorithm 2's loop on drawn `noise` (`draw_noise`) with the step `rules` of boxes and
+        embeddings (built outside: they copy the schedule to the host): no random draw, no copy
+        between host and device, no shape that depends on the data, so a CUDA graph can
+        capture it. Returns what `sample` does."""
         box_x, emb_x = noise["boxes"], noise["embeddings"]
         batch, num_proposals = box_x.shape[:2]
         if not model.emb_diffusion:
             emb_x = torch.zeros_like(emb_x)
-        rules = [self.step_rule(model.alphas_cumprod, model.num_timesteps)
-                 for _ in range(2)]  # one for boxes, one for embeddings
         num_fixed = 0 if fixed_boxes is None else fixed_boxes.shape[1]
         protected = torch.zeros(batch, num_proposals, dtype=torch.bool, device=model.device)
         protected[:, :num_fixed] = True

@@ -53,10 +53,11 @@ class SamplingGraphs:
     def __len__(self):
         return len(self.graphs)
 
-    def run(self, loop, model, features, whwh, noise, fixed_boxes=None):
-        """`loop(model, features, whwh, noise, fixed_boxes)` (a `DiffusionSampler.loop`),
-        replayed from the graph of these shapes, captured on first use."""
-        inputs = (features, whwh, noise, fixed_boxes)
+    def run(self, loop, model, features, whwh, noise, rules, fixed_boxes=None):
+        """`loop(model, features, whwh, noise, rules, fixed_boxes)` (a `DiffusionSampler.loop`),
+        replayed from the graph of these shapes, captured on first use (the step `rules` only
+        then: their arithmetic is in the graph)."""
+        inputs = (features, whwh, noise, rules, fixed_boxes)
         autocast = torch.is_autocast_enabled("cuda")
         key = (loop.__self__, autocast, torch.get_autocast_dtype("cuda") if autocast else None,
                tuple(p.data_ptr() for p in model.parameters()),
