@@ -271,7 +271,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         collab = self.ffn_norm(collab + self.ffn(collab))
         channels = det.shape[-1]
         objects = collab[:, :channels].reshape(batch, num_boxes, channels)
-        scale, shift = self.time_scale_shift(time).repeat_interleave(num_boxes, 0).chunk(2, -1)
+        scale_shift = self.time_scale_shift(time)  # [B, 4C] -> one row per box, [B*N, 4C]
+        scale, shift = scale_shift[:, None].expand(batch, num_boxes, -1).reshape(
+            batch * num_boxes, scale_shift.shape[-1]).chunk(2, -1)
         collab = collab * (scale + 1) + shift
         if self.stripes_at_prediction:  # parallel heads: the boxes first, then what they hold
             logits, pred_boxes = self.detect(collab, boxes)

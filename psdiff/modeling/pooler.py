@@ -46,7 +46,8 @@ class MultiLevelRoIAlign(nn.Module):
         """
         num_images, num_boxes = boxes.shape[:2]
         flat = boxes.reshape(-1, 4)
-        image_index = torch.arange(num_images, device=boxes.device).repeat_interleave(num_boxes)
+        image_index = torch.arange(num_images, device=boxes.device)[:, None].expand(
+            num_images, num_boxes).reshape(-1)
         rois = torch.cat([image_index[:, None].to(flat.dtype), flat], dim=1)
         levels = assign_levels(flat, self.min_level, self.max_level)
         if features[0].is_cuda and torch.cuda.is_current_stream_capturing():
