@@ -16,7 +16,9 @@
    head also reads k horizontal stripes of F_d (part pooling: where in the box a color sits),
    pooled at the input boxes b_t, or with MODEL.PSDIFF.EMB_PARTS_BOXES "predicted" (parallel
    heads only) at the boxes this layer predicts: the embedding then describes the person the
-   output box holds, not the region the noisy input box happened to cover.
+   output box holds, not the region the noisy input box happened to cover. There, with
+   MODEL.PSDIFF.EMB_NECK_CONVS, the stripes read ReID maps of their own: a few 3x3 convs on
+   each FPN map (`condition`, once per image), so detection and ReID stop pulling one map.
    MODEL.PSDIFF.EMB_DETACH stops the embedding loss at F_c, so it cannot bend the shared
    features away from detection; it still trains the backbone through the stripes.
 """
@@ -95,6 +97,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         dc_pooling="weighted_sum",
         emb_parts=0,
         emb_parts_boxes="input",
+        emb_neck_convs=0,
         emb_detach=False,
         fused_kernels=False,
     ):
@@ -154,6 +157,13 @@ class CollaborativeDenoisingLayer(nn.Module):
             raise PsdiffError("MODEL.PSDIFF.EMB_PARTS_BOXES 'predicted' needs EMB_PARTS > 0: "
                               "it says where the stripes are pooled")
         self.stripes_at_prediction = emb_parts_boxes == "predicted"
+        if emb_neck_convs and not self.stripes_at_prediction:
+            raise PsdiffError("MODEL.PSDIFF.EMB_NECK_CONVS > 0 needs EMB_PARTS_BOXES 'predicted': "
+                              "the neck's maps are read by the stripes pooled there")
+        self.emb_neck = nn.Sequential(*[
+            layer for _ in range(emb_neck_convs)
+            for layer in (nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.ReLU())
+        ]) if emb_neck_convs else None
         self.emb_detach = emb_detach
         if emb_parts:
             self.parts_proj = tower(emb_parts * hidden_dim, hidden_dim, 1)
@@ -201,6 +211,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             dc_pooling=p.DC_POOLING,
             emb_parts=p.EMB_PARTS,
             emb_parts_boxes=p.EMB_PARTS_BOXES,
+            emb_neck_convs=p.EMB_NECK_CONVS,
             emb_detach=p.EMB_DETACH,
             fused_kernels=p.FUSED_KERNELS,
         )
@@ -233,6 +244,13 @@ class CollaborativeDenoisingLayer(nn.Module):
             reid = self.cross_attn_norm(reid + attended)
         return torch.cat([det_vector, reid], dim=-1)
 
+    def condition(self, features):
+        """The maps the CDL reads, from the FPN maps (finest first): those maps, then, with
+        EMB_NECK_CONVS, the ReID neck's map of each, computed once per image, not per call."""
+        if self.emb_neck is None:
+            return features
+        return features + [self.emb_neck(f) for f in features]
+
     def stripes(self, roi):
         """RoI features [K, C, S, S] -> [K, parts*C]: the mean of each horizontal stripe."""
         rows = nn.functional.adaptive_avg_pool2d(roi, (self.emb_parts, 1))
@@ -253,7 +271,8 @@ class CollaborativeDenoisingLayer(nn.Module):
     def forward(self, features, boxes, emb_signal, t, carried=None):
         """One denoising step.
 
-        features: FPN maps finest first, [B, C, H_l, W_l]; boxes: [B, N, 4] noisy boxes b_t,
+        features: `condition`'s maps (FPN maps finest first, [B, C, H_l, W_l], then any ReID
+        neck maps); boxes: [B, N, 4] noisy boxes b_t,
         xyxy input pixels; emb_signal: [B, N, D] noisy embeddings e_t (signal space);
         t: [B] integer steps; carried: [B, N, C] object features of a previous pass, or None.
         Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy input pixels,
@@ -262,6 +281,8 @@ class CollaborativeDenoisingLayer(nn.Module):
         """
         batch, num_boxes = boxes.shape[:2]
         boxes = boxes.detach()
+        levels = len(self.pooler.strides)
+        features, emb_features = features[:levels], features[levels:] or features[:levels]
         roi = self.pooler(features, boxes)  # [B*N, C, S, S]
         bins = roi.shape[2] * roi.shape[3]
         det = roi.flatten(2).transpose(1, 2).reshape(batch, num_boxes, bins, roi.shape[1])
@@ -277,7 +298,7 @@ class CollaborativeDenoisingLayer(nn.Module):
         collab = collab * (scale + 1) + shift
         if self.stripes_at_prediction:  # parallel heads: the boxes first, then what they hold
             logits, pred_boxes = self.detect(collab, boxes)
-            roi = self.pooler(features, pred_boxes.detach().reshape(batch, num_boxes, 4))
+            roi = self.pooler(emb_features, pred_boxes.detach().reshape(batch, num_boxes, 4))
         embeddings = self.embed(collab, roi)
         if not self.stripes_at_prediction:
             logits, pred_boxes = self.detect(embeddings if self.cascaded else collab, boxes)

@@ -144,10 +144,11 @@ class PSDiff(nn.Module):
         return batch, sizes
 
     def extract_features(self, batched_inputs):
-        """Condition c of Eq. 9: FPN maps finest first, the unpadded sizes and their (w,h,w,h)."""
+        """Condition c of Eq. 9: the maps the CDL reads (FPN maps finest first, see
+        `CollaborativeDenoisingLayer.condition`), the unpadded sizes and their (w,h,w,h)."""
         images, sizes = self.preprocess_image(batched_inputs)
         features = self.backbone(images)
-        features = [features[name] for name in self.in_features]
+        features = self.cdl.condition([features[name] for name in self.in_features])
         whwh = torch.tensor([[w, h, w, h] for h, w in sizes], device=self.device).float()
         return features, sizes, whwh
 

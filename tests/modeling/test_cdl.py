@@ -306,3 +306,25 @@ def test_stripes_are_pooled_where_emb_parts_boxes_says(where):
         tiny_cdl(emb_parts=7, emb_parts_boxes="predicted", cascaded=True)
     with pytest.raises(PsdiffError, match="needs EMB_PARTS > 0"):
         tiny_cdl(emb_parts=0, emb_parts_boxes="predicted", cascaded=False)
+
+
+def test_emb_neck_maps_feed_the_stripes_and_nothing_else():
+    # with EMB_NECK_CONVS the stripes read the neck's maps: changing the neck changes the
+    # embeddings, never the detections, and changing the FPN maps the neck did not see changes
+    # the detections
+    cdl = tiny_cdl(emb_parts=7, emb_parts_boxes="predicted", cascaded=False,
+                   emb_neck_convs=2).eval()
+    features, boxes, embs, t = random_inputs()
+    maps = cdl.condition(features)
+    assert len(maps) == 2 * len(features) and maps[:len(features)] == features
+    with torch.no_grad():
+        plain = cdl(maps, boxes, embs, t)
+        nn.init.normal_(cdl.emb_neck[-2].weight)  # the last conv
+        other_neck = cdl(cdl.condition(features), boxes, embs, t)
+        other_fpn = cdl([f + 1 for f in features] + maps[len(features):], boxes, embs, t)
+    for key in ("pred_logits", "pred_boxes"):
+        torch.testing.assert_close(other_neck[key], plain[key])
+    assert not torch.allclose(other_neck["pred_embeddings"], plain["pred_embeddings"])
+    assert not torch.allclose(other_fpn["pred_boxes"], plain["pred_boxes"])
+    with pytest.raises(PsdiffError, match="EMB_NECK_CONVS > 0 needs EMB_PARTS_BOXES 'predicted'"):
+        tiny_cdl(emb_parts=7, emb_parts_boxes="input", emb_neck_convs=1)
