@@ -75,7 +75,7 @@ def test_predictor_and_evaluation_run_under_test_amp(tmp_path, monkeypatch):
     seen = []  # evaluate(): the inference over the dataset runs inside TEST.AMP's autocast
     stub = type("Stub", (), {"gallery": [], "query_images": lambda self: [],
                              "evaluate": lambda self: {}})()
-    monkeypatch.setattr(evaluator_module, "build_evaluator", lambda cfg, name: stub)
+    monkeypatch.setattr(evaluator_module, "build_evaluator", lambda cfg, name, **kwargs: stub)
     monkeypatch.setattr(evaluator_module, "build_test_loader", lambda cfg, dicts: [])
     monkeypatch.setattr(evaluator_module, "inference_on_dataset",
                         lambda *args, **kwargs: seen.append(torch.is_autocast_enabled("cpu")))
