@@ -68,7 +68,8 @@ def datasets_root(opts: list) -> str:
 
 
 def prepare(root: str, out: str) -> tuple:
-    """Stages 1-3: benchmark, teacher, e0 targets. Returns (teacher dir, targets file)."""
+    """Stages 1-3: benchmark, teacher, e0 targets. Returns the teacher's directory, which holds
+    its weights (model_final.pth) and the targets (e0.npz)."""
     teacher_dir = os.path.join(out, "teacher")
     teacher_weights = os.path.join(teacher_dir, "model_final.pth")
     targets = os.path.join(teacher_dir, "e0.npz")
@@ -83,15 +84,18 @@ def prepare(root: str, out: str) -> tuple:
         run("3/5 teacher targets e0", "build_targets.py", "--config-file", TEACHER_CONFIG, *data,
             "OUTPUT_DIR", teacher_dir, "TEACHER.WEIGHTS", teacher_weights, "TEACHER.CACHE",
             targets)
-    return teacher_dir, targets
+    return teacher_dir
 
 
-def train(stage: str, root: str, targets: str, output_dir: str, *overrides: str) -> str:
-    """Stage 4: train (or resume) PSDiff with the synthetic recipe; returns its final weights."""
+def train(stage: str, root: str, teacher_dir: str, output_dir: str, *overrides: str) -> str:
+    """Stage 4: train (or resume) PSDiff with the synthetic recipe on the teacher's targets, its
+    trunk starting the backbone; returns the final weights."""
     weights = os.path.join(output_dir, "model_final.pth")
     if not os.path.isfile(weights):
         run(stage, "train_net.py", "--config-file", PSDIFF_CONFIG, "--resume",
-            "DATASETS.ROOT", root, "OUTPUT_DIR", output_dir, "TEACHER.CACHE", targets, *overrides)
+            "DATASETS.ROOT", root, "OUTPUT_DIR", output_dir,
+            "TEACHER.CACHE", os.path.join(teacher_dir, "e0.npz"),
+            "TEACHER.WEIGHTS", os.path.join(teacher_dir, "model_final.pth"), *overrides)
     return weights
 
 
@@ -149,9 +153,9 @@ def main() -> None:
 
     root = datasets_root(args.opts)
     out = os.path.abspath(args.output_dir)
-    teacher_dir, targets = prepare(root, out)
+    teacher_dir = prepare(root, out)
     psdiff_dir = os.path.join(out, "psdiff")
-    train("4/5 PSDiff", root, targets, psdiff_dir)
+    train("4/5 PSDiff", root, teacher_dir, psdiff_dir)
 
     step_dirs = [os.path.join(out, "steps", str(steps)) for steps in STEPS]
     step_metrics = [evaluate(f"5/5 evaluation, {steps} sampling steps", root, psdiff_dir, folder,

@@ -31,7 +31,8 @@ VARIANTS = {
     "SA": ["MODEL.PSDIFF.USE_CA", "False", "MODEL.PSDIFF.USE_DC", "False"],
     "no interaction": ["MODEL.PSDIFF.USE_SA", "False", "MODEL.PSDIFF.USE_CA", "False",
                        "MODEL.PSDIFF.USE_DC", "False"],
-    "cascaded": ["MODEL.PSDIFF.CASCADED", "True"],
+    # cascaded boxes are read from the embedding, so the stripes are pooled at the input boxes
+    "cascaded": ["MODEL.PSDIFF.CASCADED", "True", "MODEL.PSDIFF.EMB_PARTS_BOXES", "input"],
     "distillation (no embedding diffusion)": ["MODEL.PSDIFF.EMB_DIFFUSION", "False"],
 }
 # tables: name -> (title, [(row label, training variant, evaluation overrides)])
@@ -81,7 +82,7 @@ def main() -> None:
 
     root = datasets_root(args.opts)
     out = os.path.abspath(args.output_dir)
-    _, targets = prepare(root, out)
+    teacher_dir = prepare(root, out)
     lines = [f"Command: `python tools/mechanisms.py {shlex.join(sys.argv[1:])}`", ""]
     for table in args.tables:
         title, rows = TABLES[table]
@@ -91,8 +92,8 @@ def main() -> None:
             results = []
             for seed in args.seeds:
                 run_dir = os.path.join(out, slug(variant), f"seed{seed}")
-                train(f"train {variant}, seed {seed}", root, targets, run_dir, "SEED", str(seed),
-                      *args.opts)
+                train(f"train {variant}, seed {seed}", root, teacher_dir, run_dir, "SEED",
+                      str(seed), *args.opts)
                 results.append(evaluate(f"evaluate {label}, seed {seed}", root, run_dir,
                                         os.path.join(run_dir, "eval", slug(label)),
                                         *eval_overrides))

@@ -27,6 +27,7 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # name in BACKBONE_REGISTRY (or swin)
 _C.MODEL.BACKBONE.FREEZE_AT = 2  # 0 = train all, 1 = freeze stem, 2 = stem + res2 (Detectron2)
 _C.MODEL.BACKBONE.PRETRAINED = ""  # torchvision://<WeightsEnum>.<NAME> or a .pth; "" = random
+_C.MODEL.BACKBONE.INIT_FROM_TEACHER = False  # True: the trunk starts from TEACHER.WEIGHTS' trunk
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50 or 101

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from psdiff.data.teacher_targets import load_network_state
-from psdiff.modeling.backbone.pretrained import load_pretrained, warn_random_init
+from psdiff.modeling.backbone.pretrained import TEACHER_BODY, load_pretrained, warn_random_init
 from psdiff.utils.env import check_device
 from psdiff.utils.errors import PsdiffError
 
@@ -63,8 +63,7 @@ class ReIDNetwork(nn.Module):
                 raise PsdiffError(f"TEACHER.BACKBONE.PRETRAINED {pretrained} lacks trunk "
                                   f"weights, e.g. '{missing[0]}'")
         _set_last_stride(trunk, last_stride)
-        self.body = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool,
-                                  trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+        self.body = nn.Sequential(*(getattr(trunk, name) for name in TEACHER_BODY))
         self.pool = GeneralizedMeanPooling() if pooling == "gem" else nn.AdaptiveAvgPool2d(1)
         channels = trunk.fc.in_features
         self.head = nn.Linear(channels, emb_dim)

@@ -21,7 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIGS = sorted(os.path.relpath(p, REPO)
                  for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 TEACHER_CONFIGS = os.path.join("configs", "teacher") + os.sep  # trained by train_teacher.py
-TINY = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAINED", "", "TEACHER.BACKBONE.PRETRAINED", ""]
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.BACKBONE.INIT_FROM_TEACHER",
+        "False", "TEACHER.BACKBONE.PRETRAINED", ""]
 
 
 def _cfg(path: str):

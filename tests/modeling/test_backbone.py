@@ -14,6 +14,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from psdiff.config import get_cfg
 from psdiff.modeling.backbone import build_backbone
 from psdiff.modeling.backbone.pretrained import load_pretrained
+from psdiff.teacher.network import ReIDNetwork
 from psdiff.utils.errors import PsdiffError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -308,3 +309,46 @@ def test_random_init_of_a_paper_backbone_is_a_warning(caplog):
     teacher = _paper_cfg("teacher/hhcl_r50_cuhk.yaml")
     teacher.TEACHER.BACKBONE.PRETRAINED = ""
     assert len(warnings(teacher, ReIDNetwork.from_config)) == 1
+
+
+def save_teacher(path, depth=18):
+    """A teacher checkpoint as tools/train_teacher.py writes it, its BN statistics moved off
+    their initial values by one training-mode forward."""
+    network = ReIDNetwork(depth=depth, emb_dim=8)
+    with torch.no_grad():
+        network.train()(torch.randn(4, 3, 64, 32))
+    torch.save({"model": {f"network.{k}": v for k, v in network.state_dict().items()}}, path)
+    return network.eval()
+
+
+def teacher_init_cfg(weights, **kwargs):
+    cfg = resnet_cfg(norm="BN", **kwargs)
+    cfg.MODEL.BACKBONE.INIT_FROM_TEACHER = True
+    cfg.TEACHER.WEIGHTS = weights
+    return cfg
+
+
+def test_trunk_starts_from_the_teachers(tmp_path):
+    """INIT_FROM_TEACHER: on a BGR image the trunk computes what the teacher's trunk computes on
+    the RGB one, up to res4 (the teacher's last stage has stride 1, the detector's 2)."""
+    path = str(tmp_path / "teacher.pth")
+    teacher = save_teacher(path)
+    trunk = build_backbone(teacher_init_cfg(path)).trunk.eval()
+    rgb = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expect = teacher.body[:7](rgb)  # conv1 ... layer3
+        got = trunk(rgb.flip(1))["res4"]
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-4)
+
+
+def test_teacher_init_errors_name_the_key(tmp_path):
+    with pytest.raises(PsdiffError, match="INIT_FROM_TEACHER True needs TEACHER.WEIGHTS"):
+        build_backbone(teacher_init_cfg(""))
+    path = str(tmp_path / "teacher.pth")
+    save_teacher(path)
+    with pytest.raises(PsdiffError, match="set one"):
+        build_backbone(teacher_init_cfg(path, pretrained="torchvision://ResNet18_Weights.DEFAULT"))
+    resnet50 = str(tmp_path / "teacher_r50.pth")
+    save_teacher(resnet50, depth=50)
+    with pytest.raises(PsdiffError, match="TEACHER.WEIGHTS.*another architecture"):
+        build_backbone(teacher_init_cfg(resnet50))

@@ -26,7 +26,9 @@ NOISE_STEP = 200  # a t where the box inputs are visibly off but still near thei
 def recipe_model():
     cfg = get_cfg()
     cfg.merge_from_file(RECIPE)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *TINY_OVERRIDES])
+    # random trunk weights: the head is under test, not the recipe's teacher-trunk start
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.INIT_FROM_TEACHER", "False",
+                         *TINY_OVERRIDES])
     torch.manual_seed(0)
     return build_model(cfg)
 

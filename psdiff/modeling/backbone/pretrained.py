@@ -23,6 +23,8 @@ from psdiff.utils.weights import load_pth
 
 logger = logging.getLogger(__name__)
 
+# the children of a torchvision ResNet that the ReID teacher's `body` holds, in order
+TEACHER_BODY = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 TORCHVISION_PREFIX = "torchvision://"  # then <WeightsEnum>.<NAME>, as torchvision.models.get_weight
 
 
@@ -97,7 +99,15 @@ def load_pretrained(trunk: nn.Module, path: str, classifier_prefixes=(), new_pre
     `key`, the config key that gave `path`.
     """
     path = resolve_pretrained(path, key)
-    state = _read_state_dict(path, key)
+    return load_trunk_state(trunk, _read_state_dict(path, key), path, classifier_prefixes,
+                            new_prefixes, bgr_input_key, key)
+
+
+def load_trunk_state(trunk: nn.Module, state: dict, path: str, classifier_prefixes=(),
+                     new_prefixes=(), bgr_input_key: str = "",
+                     key: str = "MODEL.BACKBONE.PRETRAINED") -> tuple:
+    """`load_pretrained` for a state_dict already read from `path` (named in messages)."""
+    state = dict(state)
     if bgr_input_key in state:
         state[bgr_input_key] = state[bgr_input_key].flip(1)
     dropped = [k for k in state if k.startswith(tuple(classifier_prefixes))]
@@ -119,3 +129,14 @@ def load_pretrained(trunk: nn.Module, path: str, classifier_prefixes=(), new_pre
     if unexpected:
         logger.warning("Keys of %s that the backbone does not have, ignored: %s", path, unexpected)
     return missing, unexpected
+
+
+def teacher_trunk_state(network_state: dict) -> dict:
+    """The ResNet trunk of a ReID teacher's weights (`ReIDNetwork`, whose `body.<i>` is the
+    i-th of TEACHER_BODY) under torchvision's names, as a trunk loads them."""
+    trunk = {}
+    for name, value in network_state.items():
+        if name.startswith("body."):
+            _, index, rest = name.split(".", 2)
+            trunk[f"{TEACHER_BODY[int(index)]}.{rest}"] = value
+    return trunk

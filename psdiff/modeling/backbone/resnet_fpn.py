@@ -9,12 +9,13 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from psdiff.data.teacher_targets import load_network_state
 from psdiff.utils.errors import PsdiffError
 
 from .build import BACKBONE_REGISTRY
 from .fpn import FPNBackbone, check_in_features
 from .frozen_bn import freeze
-from .pretrained import load_pretrained, warn_random_init
+from .pretrained import load_pretrained, load_trunk_state, teacher_trunk_state, warn_random_init
 
 RESNET_NORMS = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d}
 STAGES = ("res2", "res3", "res4", "res5")
@@ -63,13 +64,29 @@ class ResNetTrunk(nn.Module):
         return out
 
 
+def check_teacher_init(cfg) -> None:
+    """MODEL.BACKBONE.INIT_FROM_TEACHER reads TEACHER.WEIGHTS and excludes PRETRAINED."""
+    if not cfg.TEACHER.WEIGHTS:
+        raise PsdiffError("MODEL.BACKBONE.INIT_FROM_TEACHER True needs TEACHER.WEIGHTS: the "
+                          "teacher checkpoint (tools/train_teacher.py) whose trunk starts the "
+                          "backbone")
+    if cfg.MODEL.BACKBONE.PRETRAINED:
+        raise PsdiffError("MODEL.BACKBONE.INIT_FROM_TEACHER True and MODEL.BACKBONE.PRETRAINED "
+                          f"{cfg.MODEL.BACKBONE.PRETRAINED} both start the trunk; set one")
+
+
 @BACKBONE_REGISTRY.register()
 def build_resnet_fpn_backbone(cfg) -> FPNBackbone:
     """ResNet-{18,34,50,101} + FPN from MODEL.RESNETS / MODEL.FPN / MODEL.BACKBONE."""
     trunk = ResNetTrunk(cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.NORM,
                         cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.RESNETS.OUT_FEATURES)
-    if cfg.MODEL.BACKBONE.PRETRAINED:
-        bgr_key = "conv1.weight" if cfg.INPUT.FORMAT == "BGR" else ""
+    bgr_key = "conv1.weight" if cfg.INPUT.FORMAT == "BGR" else ""
+    if cfg.MODEL.BACKBONE.INIT_FROM_TEACHER:
+        check_teacher_init(cfg)
+        if not cfg.MODEL.WEIGHTS:  # a checkpoint to load replaces every weight anyway
+            load_trunk_state(trunk, teacher_trunk_state(load_network_state(cfg.TEACHER.WEIGHTS)),
+                             cfg.TEACHER.WEIGHTS, bgr_input_key=bgr_key, key="TEACHER.WEIGHTS")
+    elif cfg.MODEL.BACKBONE.PRETRAINED:
         load_pretrained(trunk, cfg.MODEL.BACKBONE.PRETRAINED, classifier_prefixes=("fc.",),
                         bgr_input_key=bgr_key)
     elif cfg.MODEL.RESNETS.DEPTH >= 50 and not cfg.MODEL.WEIGHTS:
