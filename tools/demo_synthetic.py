@@ -67,7 +67,7 @@ def datasets_root(opts: list) -> str:
     return os.path.abspath(resolve_root(pairs.get("DATASETS.ROOT", "")))
 
 
-def prepare(root: str, out: str) -> tuple:
+def prepare(root: str, out: str) -> str:
     """Stages 1-3: benchmark, teacher, e0 targets. Returns the teacher's directory, which holds
     its weights (model_final.pth) and the targets (e0.npz)."""
     teacher_dir = os.path.join(out, "teacher")

@@ -352,3 +352,7 @@ def test_teacher_init_errors_name_the_key(tmp_path):
     save_teacher(resnet50, depth=50)
     with pytest.raises(PsdiffError, match="TEACHER.WEIGHTS.*another architecture"):
         build_backbone(teacher_init_cfg(resnet50))
+    swin = teacher_init_cfg(path)
+    swin.MODEL.BACKBONE.NAME = "build_swin_fpn_backbone"
+    with pytest.raises(PsdiffError, match="INIT_FROM_TEACHER True needs a ResNet backbone"):
+        build_backbone(swin)

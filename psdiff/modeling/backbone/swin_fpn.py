@@ -75,6 +75,9 @@ class SwinTrunk(nn.Module):
 @BACKBONE_REGISTRY.register()
 def build_swin_fpn_backbone(cfg) -> FPNBackbone:
     """Swin-{T,S,B} + FPN from MODEL.SWIN / MODEL.FPN / MODEL.BACKBONE."""
+    if cfg.MODEL.BACKBONE.INIT_FROM_TEACHER:
+        raise PsdiffError("MODEL.BACKBONE.INIT_FROM_TEACHER True needs a ResNet backbone: the "
+                          "ReID teacher's trunk is a ResNet, this backbone a Swin")
     trunk = SwinTrunk(cfg.MODEL.SWIN.SIZE, cfg.MODEL.SWIN.OUT_FEATURES,
                       cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.SWIN.DROP_PATH)
     if cfg.MODEL.BACKBONE.PRETRAINED:
