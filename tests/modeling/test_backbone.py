@@ -356,3 +356,11 @@ def test_teacher_init_errors_name_the_key(tmp_path):
     swin.MODEL.BACKBONE.NAME = "build_swin_fpn_backbone"
     with pytest.raises(PsdiffError, match="INIT_FROM_TEACHER True needs a ResNet backbone"):
         build_backbone(swin)
+
+
+def test_a_checkpoint_to_load_needs_no_teacher():
+    """Evaluation (MODEL.WEIGHTS) replaces every weight: a run's config with INIT_FROM_TEACHER
+    builds without the teacher's file."""
+    cfg = teacher_init_cfg("")
+    cfg.MODEL.WEIGHTS = "run/model_final.pth"
+    assert build_backbone(cfg).trunk.conv1.weight.shape == (64, 3, 7, 7)

@@ -82,8 +82,8 @@ def build_resnet_fpn_backbone(cfg) -> FPNBackbone:
                         cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.RESNETS.OUT_FEATURES)
     bgr_key = "conv1.weight" if cfg.INPUT.FORMAT == "BGR" else ""
     if cfg.MODEL.BACKBONE.INIT_FROM_TEACHER:
-        check_teacher_init(cfg)
         if not cfg.MODEL.WEIGHTS:  # a checkpoint to load replaces every weight anyway
+            check_teacher_init(cfg)
             load_trunk_state(trunk, teacher_trunk_state(load_network_state(cfg.TEACHER.WEIGHTS)),
                              cfg.TEACHER.WEIGHTS, bgr_input_key=bgr_key, key="TEACHER.WEIGHTS")
     elif cfg.MODEL.BACKBONE.PRETRAINED:
