@@ -19,6 +19,8 @@
    output box holds, not the region the noisy input box happened to cover. There, with
    MODEL.PSDIFF.EMB_NECK_CONVS, the stripes read ReID maps of their own: a few 3x3 convs on
    each FPN map (`condition`, once per image), so detection and ReID stop pulling one map.
+   With MODEL.PSDIFF.EMB_PARTS_IN_FEATURE (e.g. "res2") the stripes read one shallow trunk map
+   instead of the box's FPN level: its small receptive field sees the person, not the scene.
    MODEL.PSDIFF.EMB_DETACH stops the embedding loss at F_c, so it cannot bend the shared
    features away from detection; it still trains the backbone through the stripes.
 """
@@ -98,10 +100,13 @@ class CollaborativeDenoisingLayer(nn.Module):
         emb_parts=0,
         emb_parts_boxes="input",
         emb_neck_convs=0,
+        emb_parts_source=None,
         emb_detach=False,
         fused_kernels=False,
     ):
-        """`in_channels`: FPN width; `strides`: FPN strides finest first. See `from_config`."""
+        """`in_channels`: FPN width; `strides`: FPN strides finest first; `emb_parts_source`:
+        (channels, stride) of the trunk map the stripes read, or None for the FPN levels. See
+        `from_config`."""
         super().__init__()
         if in_channels != hidden_dim:
             raise PsdiffError(
@@ -164,9 +169,21 @@ class CollaborativeDenoisingLayer(nn.Module):
             layer for _ in range(emb_neck_convs)
             for layer in (nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.ReLU())
         ]) if emb_neck_convs else None
+        if emb_parts_source and emb_neck_convs:
+            raise PsdiffError("MODEL.PSDIFF.EMB_PARTS_IN_FEATURE and EMB_NECK_CONVS both give the "
+                              "stripes their maps; set one")
+        if emb_parts_source and not emb_parts:
+            raise PsdiffError("MODEL.PSDIFF.EMB_PARTS_IN_FEATURE needs EMB_PARTS > 0: it names "
+                              "the map the stripes read")
+        parts_channels, parts_stride = emb_parts_source or (hidden_dim, None)
+        self.parts_from_trunk = emb_parts_source is not None
+        self.parts_pooler = self.pooler  # the stripes' maps: the FPN levels, or the trunk's
+        if parts_stride:
+            self.parts_pooler = MultiLevelRoIAlign([parts_stride], pooler_resolution,
+                                                   pooler_sampling_ratio)
         self.emb_detach = emb_detach
         if emb_parts:
-            self.parts_proj = tower(emb_parts * hidden_dim, hidden_dim, 1)
+            self.parts_proj = tower(emb_parts * parts_channels, hidden_dim, 1)
         emb_in = collab_dim + (hidden_dim if emb_parts else 0)
         self.emb_head = nn.Sequential(*tower(emb_in, hidden_dim, 1), nn.Linear(hidden_dim, emb_dim))
         obj_dim = emb_dim if cascaded else collab_dim  # F_o = e_hat0 (cascaded) or F_c
@@ -184,8 +201,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         nn.init.constant_(self.class_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @classmethod
-    def from_config(cls, cfg, in_channels, strides):
-        """Builds the CDL from `MODEL.PSDIFF.*` for a feature extractor of the given shape."""
+    def from_config(cls, cfg, in_channels, strides, emb_parts_source=None):
+        """Builds the CDL from `MODEL.PSDIFF.*` for a feature extractor of the given shape;
+        `emb_parts_source`: (channels, stride) of MODEL.PSDIFF.EMB_PARTS_IN_FEATURE's map."""
         p = cfg.MODEL.PSDIFF
         return cls(
             in_channels=in_channels,
@@ -212,6 +230,7 @@ class CollaborativeDenoisingLayer(nn.Module):
             emb_parts=p.EMB_PARTS,
             emb_parts_boxes=p.EMB_PARTS_BOXES,
             emb_neck_convs=p.EMB_NECK_CONVS,
+            emb_parts_source=emb_parts_source,
             emb_detach=p.EMB_DETACH,
             fused_kernels=p.FUSED_KERNELS,
         )
@@ -244,9 +263,12 @@ class CollaborativeDenoisingLayer(nn.Module):
             reid = self.cross_attn_norm(reid + attended)
         return torch.cat([det_vector, reid], dim=-1)
 
-    def condition(self, features):
-        """The maps the CDL reads, from the FPN maps (finest first): those maps, then, with
-        EMB_NECK_CONVS, the ReID neck's map of each, computed once per image, not per call."""
+    def condition(self, features, parts_map=None):
+        """The maps the CDL reads, from the FPN maps (finest first): those maps, then the maps
+        the stripes read: EMB_PARTS_IN_FEATURE's trunk map `parts_map`, or with EMB_NECK_CONVS
+        the ReID neck's map of each level, computed once per image, not per call."""
+        if self.parts_from_trunk:
+            return features + [parts_map]
         if self.emb_neck is None:
             return features
         return features + [self.emb_neck(f) for f in features]
@@ -271,8 +293,8 @@ class CollaborativeDenoisingLayer(nn.Module):
     def forward(self, features, boxes, emb_signal, t, carried=None):
         """One denoising step.
 
-        features: `condition`'s maps (FPN maps finest first, [B, C, H_l, W_l], then any ReID
-        neck maps); boxes: [B, N, 4] noisy boxes b_t,
+        features: `condition`'s maps (FPN maps finest first, [B, C, H_l, W_l], then the
+        stripes' trunk map or ReID neck maps, if any); boxes: [B, N, 4] noisy boxes b_t,
         xyxy input pixels; emb_signal: [B, N, D] noisy embeddings e_t (signal space);
         t: [B] integer steps; carried: [B, N, C] object features of a previous pass, or None.
         Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy input pixels,
@@ -298,7 +320,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         collab = collab * (scale + 1) + shift
         if self.stripes_at_prediction:  # parallel heads: the boxes first, then what they hold
             logits, pred_boxes = self.detect(collab, boxes)
-            roi = self.pooler(emb_features, pred_boxes.detach().reshape(batch, num_boxes, 4))
+            roi = self.parts_pooler(emb_features, pred_boxes.detach().reshape(batch, num_boxes, 4))
+        elif self.parts_from_trunk:
+            roi = self.parts_pooler(emb_features, boxes)
         embeddings = self.embed(collab, roi)
         if not self.stripes_at_prediction:
             logits, pred_boxes = self.detect(embeddings if self.cascaded else collab, boxes)

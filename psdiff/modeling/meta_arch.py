@@ -48,6 +48,7 @@ class PSDiff(nn.Module):
         sampler,
         postprocessor,
         in_features=("p2", "p3", "p4", "p5"),
+        parts_feature="",
         pixel_mean,
         pixel_std,
         size_divisibility=32,
@@ -72,6 +73,7 @@ class PSDiff(nn.Module):
         self.sampling_graphs = SamplingGraphs()  # the sampler's CUDA graphs (TEST.CUDA_GRAPH)
         self.postprocessor = postprocessor
         self.in_features = list(in_features)  # FPN maps the CDL pools from, finest first
+        self.parts_feature = parts_feature  # the trunk map the embedding stripes read, or ""
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         alphas_cumprod = diffusion.cosine_alphas_cumprod(num_timesteps)
@@ -94,8 +96,16 @@ class PSDiff(nn.Module):
         backbone = build_backbone(cfg)
         names = list(backbone.out_features)  # e.g. p2..p5, finest first
         strides = [backbone.strides[name] for name in names]
-        cdl = CollaborativeDenoisingLayer.from_config(cfg, backbone.out_channels, strides)
         p = cfg.MODEL.PSDIFF
+        parts_feature = p.EMB_PARTS_IN_FEATURE
+        stage_channels = getattr(backbone, "stage_channels", {})
+        if parts_feature and parts_feature not in stage_channels:
+            raise PsdiffError(f"MODEL.PSDIFF.EMB_PARTS_IN_FEATURE = '{parts_feature}' is not a "
+                              f"stage the trunk returns: {sorted(stage_channels)}")
+        parts_source = (stage_channels[parts_feature], backbone.strides[parts_feature]) \
+            if parts_feature else None
+        cdl = CollaborativeDenoisingLayer.from_config(cfg, backbone.out_channels, strides,
+                                                      parts_source)
         return cls(
             backbone=backbone,
             cdl=cdl,
@@ -103,6 +113,7 @@ class PSDiff(nn.Module):
             sampler=DiffusionSampler.from_config(cfg),
             postprocessor=DetectionPostprocessor.from_config(cfg),
             in_features=names,
+            parts_feature=parts_feature,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
             size_divisibility=p.SIZE_DIVISIBILITY,
@@ -148,7 +159,8 @@ class PSDiff(nn.Module):
         `CollaborativeDenoisingLayer.condition`), the unpadded sizes and their (w,h,w,h)."""
         images, sizes = self.preprocess_image(batched_inputs)
         features = self.backbone(images)
-        features = self.cdl.condition([features[name] for name in self.in_features])
+        features = self.cdl.condition([features[name] for name in self.in_features],
+                                      features.get(self.parts_feature))
         whwh = torch.tensor([[w, h, w, h] for h, w in sizes], device=self.device).float()
         return features, sizes, whwh
 

@@ -32,11 +32,16 @@ def resnet_cfg(depth=18, norm="FrozenBN", freeze_at=2, pretrained=""):
 def test_resnet_fpn_outputs():
     backbone = build_backbone(resnet_cfg())
     out = backbone(torch.randn(2, 3, 64, 96))
-    assert list(out) == ["p2", "p3", "p4", "p5"] == backbone.out_features
-    assert backbone.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    # the pyramid first, then the trunk's own stages (MODEL.PSDIFF.EMB_PARTS_IN_FEATURE)
+    assert list(out) == ["p2", "p3", "p4", "p5", "res2", "res3", "res4", "res5"]
+    assert backbone.out_features == ["p2", "p3", "p4", "p5"]
+    assert backbone.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32,
+                                "res2": 4, "res3": 8, "res4": 16, "res5": 32}
+    assert backbone.stage_channels == {"res2": 64, "res3": 128, "res4": 256, "res5": 512}
     for name, feature in out.items():
         s = backbone.strides[name]
-        assert feature.shape == (2, backbone.out_channels, 64 // s, 96 // s)
+        channels = backbone.stage_channels.get(name, backbone.out_channels)
+        assert feature.shape == (2, channels, 64 // s, 96 // s)
 
 
 def test_unused_trailing_stages_are_not_built():
@@ -47,7 +52,7 @@ def test_unused_trailing_stages_are_not_built():
     backbone = build_backbone(cfg)
     assert not hasattr(backbone.trunk, "layer4")
     out = backbone(torch.randn(1, 3, 64, 64))
-    assert {k: v.shape[-1] for k, v in out.items()} == {"p3": 8, "p4": 4}
+    assert {k: v.shape[-1] for k, v in out.items()} == {"p3": 8, "p4": 4, "res3": 8, "res4": 4}
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res5"]
     with pytest.raises(PsdiffError, match="IN_FEATURES"):
         build_backbone(cfg)
@@ -177,7 +182,8 @@ def test_swin_fpn_outputs_freezing_and_loading(tmp_path):
     cfg.MODEL.BACKBONE.FREEZE_AT = 2
     backbone = build_backbone(cfg)
     out = backbone(torch.randn(1, 3, 64, 64))
-    assert {k: tuple(v.shape) for k, v in out.items()} == {
+    pyramid = {k: tuple(v.shape) for k, v in out.items() if k in backbone.out_features}
+    assert pyramid == {
         "p2": (1, 256, 16, 16), "p3": (1, 256, 8, 8), "p4": (1, 256, 4, 4), "p5": (1, 256, 2, 2)}
     trunk = backbone.trunk
     # FREEZE_AT 2: patch embedding and stage 1

@@ -328,3 +328,38 @@ def test_emb_neck_maps_feed_the_stripes_and_nothing_else():
     assert not torch.allclose(other_fpn["pred_boxes"], plain["pred_boxes"])
     with pytest.raises(PsdiffError, match="EMB_NECK_CONVS > 0 needs EMB_PARTS_BOXES 'predicted'"):
         tiny_cdl(emb_parts=7, emb_parts_boxes="input", emb_neck_convs=1)
+
+
+@pytest.mark.parametrize("where", ["input", "predicted"])
+def test_stripes_read_the_trunk_map_inside_the_box_and_nothing_else(where):
+    # with EMB_PARTS_IN_FEATURE the stripes read one trunk map (here 8 channels at stride 4):
+    # a patch inside every box changes the embeddings and never the detections; one outside
+    # every box changes nothing; the FPN maps still drive detection
+    cdl = tiny_cdl(emb_parts=7, emb_parts_boxes=where, cascaded=False,
+                   emb_parts_source=(8, 4)).eval()
+    features, _, embs, t = random_inputs(batch=1, num_boxes=2)
+    boxes = torch.tensor([[[4.0, 4.0, 20.0, 36.0], [8.0, 8.0, 24.0, 40.0]]])
+    nn.init.zeros_(cdl.bbox_deltas.weight)  # predicted boxes = input boxes
+    nn.init.zeros_(cdl.bbox_deltas.bias)
+    trunk_map = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(2))
+    inside, outside = trunk_map.clone(), trunk_map.clone()
+    inside[..., 4:8, 3:5] += 3.0  # cells y 16..32, x 12..20: in both boxes
+    outside[..., 12:, 10:] += 3.0  # y >= 48, x >= 40: in neither
+    maps = cdl.condition(features, trunk_map)
+    assert len(maps) == len(features) + 1 and maps[-1] is trunk_map
+    with torch.no_grad():
+        plain = cdl(maps, boxes, embs, t)
+        moved_in = cdl(features + [inside], boxes, embs, t)
+        moved_out = cdl(features + [outside], boxes, embs, t)
+        other_fpn = cdl([f + 1 for f in features] + [trunk_map], boxes, embs, t)
+    for key in ("pred_logits", "pred_boxes"):
+        torch.testing.assert_close(moved_in[key], plain[key])
+    assert not torch.allclose(moved_in["pred_embeddings"], plain["pred_embeddings"], atol=1e-4)
+    torch.testing.assert_close(moved_out["pred_embeddings"], plain["pred_embeddings"])
+    assert not torch.allclose(other_fpn["pred_logits"], plain["pred_logits"])
+    assert cdl.parts_proj[0].in_features == 7 * 8
+    with pytest.raises(PsdiffError, match="EMB_PARTS_IN_FEATURE and EMB_NECK_CONVS"):
+        tiny_cdl(emb_parts=7, emb_parts_boxes="predicted", cascaded=False, emb_neck_convs=1,
+                 emb_parts_source=(8, 4))
+    with pytest.raises(PsdiffError, match="EMB_PARTS_IN_FEATURE needs EMB_PARTS > 0"):
+        tiny_cdl(emb_parts=0, emb_parts_source=(8, 4))

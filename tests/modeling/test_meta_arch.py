@@ -194,6 +194,24 @@ def test_build_errors_are_one_line():
         build_model(tiny_cfg("MODEL.PSDIFF.QUERY_MODE", "guess"))
     with pytest.raises(PsdiffError, match="SAMPLER"):
         build_model(tiny_cfg("MODEL.PSDIFF.SAMPLER", "EULER"))
+    with pytest.raises(PsdiffError, match="EMB_PARTS_IN_FEATURE = 'res6'"):
+        build_model(tiny_cfg("MODEL.PSDIFF.EMB_PARTS", 7, "MODEL.PSDIFF.EMB_PARTS_IN_FEATURE",
+                             "res6"))
+
+
+def test_stripes_of_a_trunk_stage_train_that_stage_not_the_fpn():
+    # detached embedding head, stripes at the predicted boxes on res2: the ReID loss reaches the
+    # backbone only through the stripes, so it trains layer1 (res2) and leaves the FPN alone
+    model = tiny_model("MODEL.BACKBONE.FREEZE_AT", 0, "MODEL.PSDIFF.EMB_PARTS", 7,
+                       "MODEL.PSDIFF.EMB_PARTS_BOXES", "predicted", "MODEL.PSDIFF.CASCADED", False,
+                       "MODEL.PSDIFF.EMB_DETACH", True,
+                       "MODEL.PSDIFF.EMB_PARTS_IN_FEATURE", "res2").train()
+    losses = model([scene("three.jpg", PERSONS, size=(100, 128))])
+    losses["loss_reid"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads["backbone.trunk.layer1.0.conv1.weight"].abs().sum() > 0
+    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items()
+               if n.startswith("backbone.fpn."))
 
 
 def record_cdl_embedding_inputs(model):

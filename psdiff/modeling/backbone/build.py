@@ -7,7 +7,9 @@ from psdiff.utils.errors import PsdiffError
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = """Functions `fn(cfg) -> nn.Module` building a backbone whose forward
 maps a normalized image batch [B, 3, H, W] to an OrderedDict of FPN maps, with attributes
-`out_features`, `out_channels` and `strides` (dict name -> stride)."""
+`out_features`, `out_channels` and `strides` (dict name -> stride). A backbone may also return
+trunk maps after them, listed in `stage_channels` (dict name -> channels) with their `strides`:
+MODEL.PSDIFF.EMB_PARTS_IN_FEATURE reads one."""
 
 
 def build_backbone(cfg):

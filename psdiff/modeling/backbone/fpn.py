@@ -1,7 +1,8 @@
 """Feature extractor f_θ1 of Eq. 9: a trunk's stages through a Feature Pyramid Network.
 
 The trunk (ResNet or Swin) returns a dict "res2".."res5" (stride 4..32); torchvision's FPN
-turns them into "p2".."p5" of `out_channels` each, the multi-scale condition c of the CDL.
+turns them into "p2".."p5" of `out_channels` each, the multi-scale condition c of the CDL. The
+trunk's own stages are returned after them (MODEL.PSDIFF.EMB_PARTS_IN_FEATURE reads one).
 """
 
 from collections import OrderedDict
@@ -36,9 +37,12 @@ class FPNBackbone(nn.Module):
         self.out_features = ["p" + f[len("res"):] for f in self.in_features]
         self.out_channels = out_channels
         self.strides = {p: STAGE_STRIDES[f] for p, f in zip(self.out_features, self.in_features)}
+        self.stage_channels = dict(in_channels)  # the trunk stages returned after the pyramid
+        self.strides.update({f: STAGE_STRIDES[f] for f in self.stage_channels})
 
     def forward(self, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        """Normalized float images [B, 3, H, W] -> OrderedDict p2..p5 of [B, C, H/s, W/s]."""
+        """Normalized float images [B, 3, H, W] -> OrderedDict p2..p5 of [B, C, H/s, W/s],
+        then the trunk's stages (e.g. res2..res5) as it returns them."""
         stages = self.trunk(images)
         pyramid = self.fpn(OrderedDict((f, stages[f]) for f in self.in_features))
-        return OrderedDict(zip(self.out_features, pyramid.values()))
+        return OrderedDict([*zip(self.out_features, pyramid.values()), *stages.items()])
