@@ -73,7 +73,7 @@ _C.MODEL.PSDIFF.EMB_PARTS_BOXES = "input"  # stripes pooled at the "input" b_t o
 _C.MODEL.PSDIFF.EMB_NECK_CONVS = 0  # 3x3 conv + ReLU layers giving the predicted-box stripes
 # ReID maps of their own, shared over FPN levels; 0 = the stripes read the detector's FPN maps
 _C.MODEL.PSDIFF.EMB_PARTS_IN_FEATURE = ""  # trunk stage ("res2".."res5") the stripes read
-# instead of the box's FPN level; "" = the FPN level (docs/learning.md, "Shallow stripes")
+# instead of the box's FPN level; "" = the FPN level (docs/learning.md, "Stripes of the trunk's")
 _C.MODEL.PSDIFF.EMB_DETACH = False  # embedding head reads F_c without passing its gradient back
 # Dual noise generator (Eq. 10)
 _C.MODEL.PSDIFF.NUM_TIMESTEPS = 1000  # T, diffusion steps of the cosine schedule
