@@ -69,12 +69,15 @@ _C.MODEL.PSDIFF.NUM_PASSES = 1  # CDL applications per step (shared weights); ea
 _C.MODEL.PSDIFF.SA_TOKENS = "box"  # self-attention over one "box" vector (Sparse R-CNN) or "bins"
 _C.MODEL.PSDIFF.DC_POOLING = "weighted_sum"  # dynamic-conv output over bins: or "flatten" (Linear)
 _C.MODEL.PSDIFF.EMB_PARTS = 0  # horizontal RoI stripes read by the embedding head; 0 = none
+_C.MODEL.PSDIFF.EMB_PARTS_COLUMNS = 1  # each stripe split into this many cells, left to right
 _C.MODEL.PSDIFF.EMB_PARTS_BOXES = "input"  # stripes pooled at the "input" b_t or "predicted" boxes
 _C.MODEL.PSDIFF.EMB_NECK_CONVS = 0  # 3x3 conv + ReLU layers giving the predicted-box stripes
 # ReID maps of their own, shared over FPN levels; 0 = the stripes read the detector's FPN maps
 _C.MODEL.PSDIFF.EMB_PARTS_IN_FEATURE = ""  # trunk stage ("res2".."res5") the stripes read
 # instead of the box's FPN level; "" = the FPN level (docs/learning.md, "Stripes of the trunk's")
 _C.MODEL.PSDIFF.EMB_DETACH = False  # embedding head reads F_c without passing its gradient back
+_C.MODEL.PSDIFF.EMB_FROM_COLLAB = True  # embedding head reads F_c (Eq. 12); False: one Linear
+# of the stripes alone (docs/learning.md, "A linear read-out of the stripes")
 # Dual noise generator (Eq. 10)
 _C.MODEL.PSDIFF.NUM_TIMESTEPS = 1000  # T, diffusion steps of the cosine schedule
 _C.MODEL.PSDIFF.SNR_BOX = 2.0  # s1, box signal scale (Table IV a)

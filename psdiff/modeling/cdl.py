@@ -23,6 +23,9 @@
    instead of the box's FPN level: its small receptive field sees the person, not the scene.
    MODEL.PSDIFF.EMB_DETACH stops the embedding loss at F_c, so it cannot bend the shared
    features away from detection; it still trains the backbone through the stripes.
+   MODEL.PSDIFF.EMB_PARTS_COLUMNS splits each stripe into cells, left to right. With
+   MODEL.PSDIFF.EMB_FROM_COLLAB False the head is one Linear of the stripes alone: e_hat0 is then
+   a function of the image at the box, and e_t reaches it only through the boxes F_c predicts.
 """
 
 import math
@@ -98,10 +101,12 @@ class CollaborativeDenoisingLayer(nn.Module):
         sa_tokens="box",
         dc_pooling="weighted_sum",
         emb_parts=0,
+        emb_parts_columns=1,
         emb_parts_boxes="input",
         emb_neck_convs=0,
         emb_parts_source=None,
         emb_detach=False,
+        emb_from_collab=True,
         fused_kernels=False,
     ):
         """`in_channels`: FPN width; `strides`: FPN strides finest first; `emb_parts_source`:
@@ -123,6 +128,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         if not 0 <= emb_parts <= pooler_resolution:
             raise PsdiffError(f"MODEL.PSDIFF.EMB_PARTS = {emb_parts} must be in "
                               f"[0, POOLER_RESOLUTION = {pooler_resolution}]")
+        if not 1 <= emb_parts_columns <= pooler_resolution:
+            raise PsdiffError(f"MODEL.PSDIFF.EMB_PARTS_COLUMNS = {emb_parts_columns} must be in "
+                              f"[1, POOLER_RESOLUTION = {pooler_resolution}]")
         self.use_sa, self.use_dc, self.use_ca, self.cascaded = use_sa, use_dc, use_ca, cascaded
         self.sa_tokens = sa_tokens
         self.emb_dim = emb_dim
@@ -182,10 +190,23 @@ class CollaborativeDenoisingLayer(nn.Module):
             self.parts_pooler = MultiLevelRoIAlign([parts_stride], pooler_resolution,
                                                    pooler_sampling_ratio)
         self.emb_detach = emb_detach
-        if emb_parts:
-            self.parts_proj = tower(emb_parts * parts_channels, hidden_dim, 1)
-        emb_in = collab_dim + (hidden_dim if emb_parts else 0)
-        self.emb_head = nn.Sequential(*tower(emb_in, hidden_dim, 1), nn.Linear(hidden_dim, emb_dim))
+        if not emb_from_collab and not emb_parts:
+            raise PsdiffError("MODEL.PSDIFF.EMB_FROM_COLLAB False needs EMB_PARTS > 0: the "
+                              "embedding head then reads the stripes alone")
+        if not emb_from_collab and cascaded:
+            raise PsdiffError("MODEL.PSDIFF.EMB_FROM_COLLAB False needs CASCADED False: cascaded "
+                              "detection reads e_hat0, which would no longer read F_c")
+        self.emb_from_collab = emb_from_collab
+        self.emb_parts_grid = (emb_parts, emb_parts_columns)
+        stripes_dim = emb_parts * emb_parts_columns * parts_channels
+        if not emb_from_collab:  # a linear read-out of the stripes
+            self.emb_head = nn.Linear(stripes_dim, emb_dim)
+        else:
+            if emb_parts:
+                self.parts_proj = tower(stripes_dim, hidden_dim, 1)
+            emb_in = collab_dim + (hidden_dim if emb_parts else 0)
+            self.emb_head = nn.Sequential(*tower(emb_in, hidden_dim, 1),
+                                          nn.Linear(hidden_dim, emb_dim))
         obj_dim = emb_dim if cascaded else collab_dim  # F_o = e_hat0 (cascaded) or F_c
         self.cls_tower = tower(obj_dim, hidden_dim, num_cls_layers)
         self.reg_tower = tower(obj_dim, hidden_dim, num_reg_layers)
@@ -228,10 +249,12 @@ class CollaborativeDenoisingLayer(nn.Module):
             sa_tokens=p.SA_TOKENS,
             dc_pooling=p.DC_POOLING,
             emb_parts=p.EMB_PARTS,
+            emb_parts_columns=p.EMB_PARTS_COLUMNS,
             emb_parts_boxes=p.EMB_PARTS_BOXES,
             emb_neck_convs=p.EMB_NECK_CONVS,
             emb_parts_source=emb_parts_source,
             emb_detach=p.EMB_DETACH,
+            emb_from_collab=p.EMB_FROM_COLLAB,
             fused_kernels=p.FUSED_KERNELS,
         )
 
@@ -274,9 +297,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         return features + [self.emb_neck(f) for f in features]
 
     def stripes(self, roi):
-        """RoI features [K, C, S, S] -> [K, parts*C]: the mean of each horizontal stripe."""
-        rows = nn.functional.adaptive_avg_pool2d(roi, (self.emb_parts, 1))
-        return rows.flatten(1)
+        """RoI features [K, C, S, S] -> [K, C*parts*columns]: the mean of each cell of each
+        horizontal stripe."""
+        return nn.functional.adaptive_avg_pool2d(roi, self.emb_parts_grid).flatten(1)
 
     def detect(self, obj, boxes):
         """Person logits [B*N, 1] and boxes [B*N, 4] from F_o (Fig. 2), deltas applied to b_t."""
@@ -284,7 +307,10 @@ class CollaborativeDenoisingLayer(nn.Module):
         return logits, apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
 
     def embed(self, collab, roi):
-        """e_hat0 [B*N, D] from F_c and, with EMB_PARTS, the stripes of the RoI features."""
+        """e_hat0 [B*N, D] from F_c and, with EMB_PARTS, the stripes of the RoI features; with
+        EMB_FROM_COLLAB False, from the stripes alone."""
+        if not self.emb_from_collab:
+            return self.emb_head(self.stripes(roi))
         emb_in = collab.detach() if self.emb_detach else collab
         if self.emb_parts:
             emb_in = torch.cat([emb_in, self.parts_proj(self.stripes(roi))], dim=-1)

@@ -255,6 +255,43 @@ def test_part_pooling_tells_top_from_bottom():
         tiny_cdl(emb_parts=9)
 
 
+def test_stripe_columns_tell_left_from_right():
+    # EMB_PARTS_COLUMNS: a box with colors swapped between its left and right halves gets the
+    # same stripes with one column and different ones with two
+    left = torch.zeros(1, 4, 7, 8)
+    left[:, :2, :, :4], left[:, 2:, :, 4:] = 1.0, 1.0
+    right = left.flip(3)
+    stripes = {}
+    for columns in (1, 2):
+        cdl = tiny_cdl(emb_parts=7, emb_parts_columns=columns)
+        stripes[columns] = [cdl.stripes(roi) for roi in (left, right)]
+        assert stripes[columns][0].shape == (1, 4 * 7 * columns)
+    torch.testing.assert_close(*stripes[1])
+    assert not torch.allclose(*stripes[2])
+    with pytest.raises(PsdiffError, match="EMB_PARTS_COLUMNS = 0"):
+        tiny_cdl(emb_parts=7, emb_parts_columns=0)
+
+
+def test_linear_read_out_of_the_stripes_ignores_the_noisy_embeddings():
+    # EMB_FROM_COLLAB False: e_hat0 is one Linear of the stripes at the input boxes, so other
+    # noisy embeddings e_t move the detections (through F_r) but never the embeddings
+    cdl = tiny_cdl(emb_parts=7, emb_parts_columns=2, emb_from_collab=False, cascaded=False).eval()
+    features, boxes, embs, t = random_inputs()
+    with torch.no_grad():
+        plain = cdl(features, boxes, embs, t)
+        other = cdl(features, boxes, embs + 1.0, t)
+        roi = cdl.pooler(features, boxes)
+        by_hand = cdl.emb_head(cdl.stripes(roi)).reshape(plain["pred_embeddings"].shape)
+    assert not torch.allclose(other["pred_logits"], plain["pred_logits"])
+    torch.testing.assert_close(other["pred_embeddings"], plain["pred_embeddings"])
+    torch.testing.assert_close(plain["pred_embeddings"], by_hand)
+    assert isinstance(cdl.emb_head, nn.Linear) and cdl.emb_head.in_features == 32 * 7 * 2
+    with pytest.raises(PsdiffError, match="EMB_FROM_COLLAB False needs EMB_PARTS > 0"):
+        tiny_cdl(emb_parts=0, emb_from_collab=False, cascaded=False)
+    with pytest.raises(PsdiffError, match="EMB_FROM_COLLAB False needs CASCADED False"):
+        tiny_cdl(emb_parts=7, emb_from_collab=False)
+
+
 def test_carried_object_features_reach_the_next_pass():
     features, boxes, embs, t = random_inputs()
     cdl = tiny_cdl().eval()
