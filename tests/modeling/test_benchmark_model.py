@@ -96,7 +96,7 @@ def test_train_reports_iteration_time_and_peak_memory(tmp_path, capsys):
 
 
 def test_roi_align_times_both_kernels_and_records_them(tmp_path, capsys):
-    record = tmp_path / "bench.md"
+    record = tmp_path / "roi_align_timings.txt"
     argv = ["roi_align", "--size", "12", "16", "--boxes", "20", "--repeats", "2", "--record",
             str(record)]
     assert benchmark.main(argv) == 0
