@@ -8,6 +8,8 @@
     train  training iteration time and peak memory at a batch size
     inference  gallery and query images/s of the evaluator's pass over a test split (the
            real loaders and driver), with the query features reused and with two passes
+    roi_align  RoIAlign forward + backward: torchvision's kernel against the pooler's gather
+           (psdiff/modeling/roi_align_gather.py), interleaved, at one map and box count
 
 `model`, `train` and `inference` use random weights (MODEL.BACKBONE.PRETRAINED ""), take config
 keys at the end (`MODEL.DEVICE cpu`, `TEST.AMP.ENABLED True`, `DATASETS.ROOT ...`), print a
@@ -496,7 +498,73 @@ def add_inference(subparsers) -> None:
     parser.set_defaults(func=run_inference)
 
 
-SUBCOMMANDS = (add_eval, add_model, add_train, add_inference)
+def run_roi_align(args) -> dict:
+    """RoIAlign forward + backward of --boxes random boxes on a random --size map, by
+    torchvision's kernel and by `roi_align_gather`, interleaved; the gather's speed-up."""
+    from torchvision.ops import roi_align
+
+    from psdiff.modeling.roi_align_gather import roi_align_gather
+
+    device = torch.device(args.device)
+    height, width = args.size
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(args.images, args.channels, height, width, generator=generator)
+    scale = 1.0 / args.stride
+    corner = torch.rand(args.boxes, 2, generator=generator) * torch.tensor([width, height]) * 0.8
+    extent = (0.1 + 0.3 * torch.rand(args.boxes, 2, generator=generator)) * torch.tensor(
+        [width, height])
+    image = torch.randint(0, args.images, (args.boxes, 1), generator=generator).float()
+    rois = torch.cat([image, torch.cat([corner, corner + extent], dim=1) / scale], dim=1)
+    feature, rois = feature.to(device).requires_grad_(True), rois.to(device)
+    upstream = torch.randn(args.boxes, args.channels, 7, 7, generator=generator).to(device)
+
+    def forward_backward(pool):
+        def call():
+            pool().backward(upstream)
+            feature.grad = None
+        return call
+
+    calls = {"torchvision roi_align": forward_backward(
+                 lambda: roi_align(feature, rois, 7, scale, 2, aligned=True)),
+             "roi_align_gather": forward_backward(
+                 lambda: roi_align_gather(feature, rois, 7, scale, 2))}
+    times = bench.time_interleaved(calls, device, args.repeats, args.warmup)
+    ms = {name: bench.median_ms(t) for name, t in times.items()}
+    speedup = ms["torchvision roi_align"] / ms["roi_align_gather"]
+    text = "\n".join([
+        f"RoIAlign 7x7, sampling ratio 2, forward + backward of {args.boxes} boxes on a "
+        f"{args.images} x {args.channels} x {height} x {width} map (stride {args.stride}), median "
+        f"of {args.repeats} interleaved runs after {args.warmup} warm-up; "
+        f"{torch.get_num_threads()} threads:", "",
+        bench.markdown_table(["what", "ms median (min-max)", "/ roi_align_gather"],
+                             [row[:2] + [f"{ms[row[0]] / ms['roi_align_gather']:.2f}"]
+                              for row in latency_rows(times)])])
+    print(text)
+    if args.record:
+        bench.record(args.record, f"roi_align, {device}", args.command_line, device, text)
+    return {"benchmark": "roi_align", "device": str(device),
+            "ms": {name: round(v, 2) for name, v in ms.items()}, "speedup": round(speedup, 3)}
+
+
+def add_roi_align(subparsers) -> None:
+    """Register `roi_align`: torchvision's RoIAlign against the gather, forward + backward."""
+    parser = subparsers.add_parser("roi_align", help="RoIAlign forward + backward: torchvision's "
+                                   "kernel against the pooler's gather")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--images", type=at_least(1), default=4, help="images in the batch")
+    parser.add_argument("--channels", type=at_least(1), default=128, help="map channels")
+    parser.add_argument("--size", type=int, nargs=2, default=[60, 80], metavar=("H", "W"),
+                        help="map height and width (default: p2 of a 240x320 image)")
+    parser.add_argument("--stride", type=at_least(1), default=4, help="map stride")
+    parser.add_argument("--boxes", type=at_least(1), default=400, help="boxes over the batch")
+    parser.add_argument("--repeats", type=at_least(1), default=10, help="timed runs (median)")
+    parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed runs before")
+    parser.add_argument("--record", default=DOCS_BENCHMARKS, metavar="FILE",
+                        help="Markdown file the table is appended to; '' = print only")
+    parser.set_defaults(func=run_roi_align)
+
+
+SUBCOMMANDS = (add_eval, add_model, add_train, add_inference, add_roi_align)
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,8 @@
 Detectron2's `ROIPooler` with ROIAlignV2 (half-pixel aligned sampling) in a few lines: each box
 reads the FPN level that matches its size, level = floor(4 + log2(sqrt(area) / 224)), clamped to
 the levels present. torchvision's `MultiScaleRoIAlign` infers scales from shapes and samples
-unaligned, so it is not used.
+unaligned, so it is not used. On a CPU, RoIAlign is `roi_align_gather` (the same numbers, a
+faster backward); on CUDA, torchvision's kernel.
 
 Each level pools only its own boxes, found with `nonzero`, whose output size depends on the
 data; a CUDA graph cannot capture that, so while one is being captured (TEST.CUDA_GRAPH) every
@@ -16,6 +17,8 @@ import math
 import torch
 from torch import nn
 from torchvision.ops import roi_align
+
+from .roi_align_gather import roi_align_gather
 
 
 def assign_levels(boxes, min_level, max_level, canonical_size=224, canonical_level=4):
@@ -61,8 +64,10 @@ class MultiLevelRoIAlign(nn.Module):
 
     def pool(self, feature, level, rois):
         """RoIAlign of `rois` [K, 5] (image index, xyxy) on the map of level index `level`."""
-        return roi_align(feature, rois, self.output_size, 1.0 / self.strides[level],
-                         self.sampling_ratio, aligned=True)
+        args = (self.output_size, 1.0 / self.strides[level], self.sampling_ratio)
+        if feature.is_cuda or self.sampling_ratio <= 0:  # <= 0: torchvision's adaptive sampling
+            return roi_align(feature, rois, *args, aligned=True)
+        return roi_align_gather(feature, rois, *args)
 
     def pool_every_level(self, features, rois, levels):
         """`forward` at a fixed shape: every box pooled at every level, each keeping the result

@@ -1,4 +1,5 @@
-"""tools/benchmark.py `model` and `train` on the tiny config at 64x96 (speed is never asserted)."""
+"""tools/benchmark.py `model` and `train` on the tiny config at 64x96, and `roi_align` on a small
+map (speed is never asserted)."""
 
 import json
 import time
@@ -92,6 +93,17 @@ def test_train_reports_iteration_time_and_peak_memory(tmp_path, capsys):
     result = last_json(capsys)
     assert result["batch"] == 2 and result["ms_per_iter"] > 0 and result["peak_memory_gib"] > 0
     assert not list(tmp_path.iterdir())  # --record '': nothing written
+
+
+def test_roi_align_times_both_kernels_and_records_them(tmp_path, capsys):
+    record = tmp_path / "roi_align_timings.txt"
+    argv = ["roi_align", "--size", "12", "16", "--boxes", "20", "--repeats", "2", "--record",
+            str(record)]
+    assert benchmark.main(argv) == 0
+    result = last_json(capsys)
+    assert set(result["ms"]) == {"torchvision roi_align", "roi_align_gather"}
+    assert all(ms > 0 for ms in result["ms"].values()) and result["speedup"] > 0
+    assert "20 boxes on a 4 x 128 x 12 x 16 map" in record.read_text()
 
 
 def test_counts_below_their_floor_are_refused():

@@ -81,8 +81,11 @@ def test_training_separates_scores_moves_boxes_and_tells_persons_apart():
         embeddings.append(out["pred_embeddings"][b][pred])
         teacher.append(targets[b]["embeddings"][gt])
     matched_scores, other_scores = torch.cat(matched_scores), torch.cat(other_scores)
-    # proposals matched to persons score above the rest: the median above 90 % of the others
-    assert matched_scores.median() > other_scores.quantile(0.9), (matched_scores, other_scores)
+    # proposals matched to persons score above the rest: a matched one outscores an unmatched one
+    # in most pairs (ROC AUC: about 0.98 with the recipe, 0.56 with the paper's head, 0.5 is
+    # chance). A wide margin: a median against a quantile was once flipped by float rounding
+    auc = (matched_scores[:, None] > other_scores[None, :]).float().mean()
+    assert auc > 0.8, (auc, matched_scores, other_scores)
     # boxes move toward the persons they were noised from
     iou_in, iou_out = torch.cat(iou_in), torch.cat(iou_out)
     assert iou_out.mean() > iou_in.mean() + 0.05, (iou_in.mean(), iou_out.mean())
