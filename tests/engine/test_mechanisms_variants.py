@@ -28,14 +28,14 @@ def test_every_variant_builds_and_reaches_its_training(mechanisms):
         cfg.merge_from_file(RECIPE)
         cfg.merge_from_list(overrides)
         assert cfg.SEED == 2 and cfg.SOLVER.MAX_ITER == 10
-        switches = dict(zip(mechanisms.VARIANTS[variant][::2], mechanisms.VARIANTS[variant][1::2]))
-        for key, value in switches.items():
-            assert key.startswith("MODEL.PSDIFF."), key
-            name = key.removeprefix("MODEL.PSDIFF.")
-            assert str(cfg.MODEL.PSDIFF[name]) == value, (variant, key)
+        pairs = mechanisms.VARIANTS[variant]
+        switches = {key.removeprefix("MODEL.PSDIFF."): value
+                    for key, value in zip(pairs[::2], pairs[1::2])}
+        assert all(key.startswith("MODEL.PSDIFF.") for key in pairs[::2]), pairs
+        for name, value in switches.items():
+            assert str(cfg.MODEL.PSDIFF[name]) == value, (variant, name)
         # a variant changes the recipe (the first row of a table is the recipe itself)
-        differs = [k for k in switches if cfg.MODEL.PSDIFF[k.removeprefix("MODEL.PSDIFF.")]
-                   != recipe.MODEL.PSDIFF[k.removeprefix("MODEL.PSDIFF.")]]
+        differs = [name for name in switches if cfg.MODEL.PSDIFF[name] != recipe.MODEL.PSDIFF[name]]
         assert differs or variant == "full CDL", variant
         cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.INIT_FROM_TEACHER", "False",
                              *TINY_OVERRIDES])
