@@ -301,10 +301,16 @@ class CollaborativeDenoisingLayer(nn.Module):
         horizontal stripe."""
         return nn.functional.adaptive_avg_pool2d(roi, self.emb_parts_grid).flatten(1)
 
-    def detect(self, obj, boxes):
-        """Person logits [B*N, 1] and boxes [B*N, 4] from F_o (Fig. 2), deltas applied to b_t."""
+    def detect(self, obj, boxes, num_known=0):
+        """Person logits [B*N, 1] and boxes [B*N, 4] from F_o (Fig. 2), deltas applied to b_t.
+        The first `num_known` boxes of each image are known (query boxes) and kept as given,
+        as reference methods embed a query at its own box."""
         logits = self.class_logits(self.cls_tower(obj))
-        return logits, apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
+        pred_boxes = apply_deltas(self.bbox_deltas(self.reg_tower(obj)), boxes.reshape(-1, 4))
+        if num_known:
+            pred_boxes = torch.cat([boxes[:, :num_known],
+                                    pred_boxes.reshape(boxes.shape)[:, num_known:]], dim=1)
+        return logits, pred_boxes.reshape(-1, 4)
 
     def embed(self, collab, roi):
         """e_hat0 [B*N, D] from F_c and, with EMB_PARTS, the stripes of the RoI features; with
@@ -316,13 +322,14 @@ class CollaborativeDenoisingLayer(nn.Module):
             emb_in = torch.cat([emb_in, self.parts_proj(self.stripes(roi))], dim=-1)
         return self.emb_head(emb_in)
 
-    def forward(self, features, boxes, emb_signal, t, carried=None):
+    def forward(self, features, boxes, emb_signal, t, carried=None, num_known=0):
         """One denoising step.
 
         features: `condition`'s maps (FPN maps finest first, [B, C, H_l, W_l], then the
         stripes' trunk map or ReID neck maps, if any); boxes: [B, N, 4] noisy boxes b_t,
         xyxy input pixels; emb_signal: [B, N, D] noisy embeddings e_t (signal space);
-        t: [B] integer steps; carried: [B, N, C] object features of a previous pass, or None.
+        t: [B] integer steps; carried: [B, N, C] object features of a previous pass, or None;
+        num_known: how many leading boxes per image are known and kept (`detect`).
         Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy input pixels,
         "pred_embeddings": [B, N, D] e_hat0 in Norm space (signal / s2), "object_features":
         [B, N, C] the detection half of F_c after the FFN, for a next pass}.
@@ -345,13 +352,14 @@ class CollaborativeDenoisingLayer(nn.Module):
             batch * num_boxes, scale_shift.shape[-1]).chunk(2, -1)
         collab = collab * (scale + 1) + shift
         if self.stripes_at_prediction:  # parallel heads: the boxes first, then what they hold
-            logits, pred_boxes = self.detect(collab, boxes)
+            logits, pred_boxes = self.detect(collab, boxes, num_known)
             roi = self.parts_pooler(emb_features, pred_boxes.detach().reshape(batch, num_boxes, 4))
         elif self.parts_from_trunk:
             roi = self.parts_pooler(emb_features, boxes)
         embeddings = self.embed(collab, roi)
         if not self.stripes_at_prediction:
-            logits, pred_boxes = self.detect(embeddings if self.cascaded else collab, boxes)
+            logits, pred_boxes = self.detect(embeddings if self.cascaded else collab, boxes,
+                                             num_known)
         return {
             "pred_logits": logits.reshape(batch, num_boxes, 1),
             "pred_boxes": pred_boxes.reshape(batch, num_boxes, 4),

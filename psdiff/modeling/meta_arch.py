@@ -246,13 +246,14 @@ class PSDiff(nn.Module):
         """The x0 estimate of the embedding signal from a CDL output: s2 * e_hat0, clamped."""
         return (out["pred_embeddings"] * self.snr_emb).clamp(-self.snr_emb, self.snr_emb)
 
-    def denoise(self, features, boxes, emb_signal, t):
+    def denoise(self, features, boxes, emb_signal, t, num_known=0):
         """The CDL (Eq. 12) applied NUM_PASSES times; each pass reads the previous one's boxes,
-        embeddings and object features (as DiffusionDet's stages) at the same t. Returns every
-        pass's output; the last one is the step's."""
+        embeddings and object features (as DiffusionDet's stages) at the same t. The first
+        `num_known` boxes of each image are known (queries): every pass keeps them. Returns
+        every pass's output; the last one is the step's."""
         outputs, carried = [], None
         for _ in range(self.num_passes):
-            out = self.cdl(features, boxes, emb_signal, t, carried)
+            out = self.cdl(features, boxes, emb_signal, t, carried, num_known)
             outputs.append(out)
             boxes, carried = out["pred_boxes"], out["object_features"]
             if self.emb_diffusion:

@@ -102,10 +102,11 @@ class DiffusionSampler:
 
         With "denoise" each box takes the place of a first proposal of an ordinary Algorithm-2
         run (N_test proposals, the gallery's sampler and seed rule), held fixed at every step
-        and never renewed, while its embedding is denoised from Gaussian noise; so queries and
-        gallery detections are embedded by the same process, and the CDL's self-attention sees
-        a full set of proposals as in training. "alone" runs the same loop with the query boxes
-        as the only proposals (cheaper). Boxes go in chunks of N_test.
+        and every CDL pass (its own prediction, so stripes read at predicted boxes read the
+        query box) and never renewed, while its embedding is denoised from Gaussian noise; so
+        queries and gallery detections are embedded by the same process, and the CDL's
+        self-attention sees a full set of proposals as in training. "alone" runs the same loop
+        with the query boxes as the only proposals (cheaper). Boxes go in chunks of N_test.
         """
         chunk = max(self.num_proposals, 1)
         embs = []
@@ -183,7 +184,7 @@ class DiffusionSampler:
             if num_fixed:
                 boxes = torch.cat([fixed_boxes, boxes[:, num_fixed:]], dim=1)
             out = model.denoise(features, boxes, emb_x,
-                                torch.full((batch,), t, device=model.device))[-1]
+                                torch.full((batch,), t, device=model.device), num_fixed)[-1]
             if self.ensemble_steps or i == len(timesteps) - 1:
                 kept.append(out)
             if i == len(timesteps) - 1:

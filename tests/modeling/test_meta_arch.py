@@ -22,6 +22,8 @@ from psdiff.data.datasets import load_cuhk_sysu
 from psdiff.data.synthetic import write_cuhk_sysu
 from psdiff.modeling import build_model
 from psdiff.modeling.attention import MultiHeadAttention
+from psdiff.modeling.meta_arch import output_size
+from psdiff.modeling.postprocess import rescale_boxes
 from psdiff.utils.errors import PsdiffError
 
 
@@ -167,6 +169,25 @@ def test_query_embeddings_in_original_pixels(mode):
     torch.testing.assert_close(emb_small, emb_big)
     (shifted,) = model.embed_queries(small, [query + 15.0])
     assert not torch.allclose(shifted, emb_small)
+
+
+@pytest.mark.parametrize("mode", ["denoise", "alone"])
+def test_a_query_is_embedded_at_its_own_box(mode):
+    # a query box is known: every CDL pass keeps it as its prediction, so the linear read-out
+    # of stripes at predicted boxes reads exactly the query box, as reference methods embed it
+    model = tiny_model("MODEL.PSDIFF.QUERY_MODE", mode, "MODEL.PSDIFF.NUM_PASSES", 2,
+                       "MODEL.PSDIFF.CASCADED", False, "MODEL.PSDIFF.EMB_PARTS", 7,
+                       "MODEL.PSDIFF.EMB_PARTS_BOXES", "predicted",
+                       "MODEL.PSDIFF.EMB_PARTS_IN_FEATURE", "res2",
+                       "MODEL.PSDIFF.EMB_FROM_COLLAB", False).eval()
+    image = eval_inputs(scene("q.jpg", PERSONS))
+    query = torch.tensor(PERSONS[:2], dtype=torch.float32)
+    (embedding,) = model.embed_queries(image, [query])
+    features, sizes, _ = model.extract_features(image)
+    roi = model.cdl.parts_pooler(features[-1:], rescale_boxes(query, output_size(image[0]),
+                                                              sizes[0])[None])
+    read_out = model.cdl.emb_head(model.cdl.stripes(roi))
+    torch.testing.assert_close(embedding, model.embeddings_from_prediction(read_out))
 
 
 def test_inference_with_queries_equals_its_two_calls():
