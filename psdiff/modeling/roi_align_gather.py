@@ -52,7 +52,9 @@ def roi_align_gather(feature, rois, output_size, spatial_scale, sampling_ratio):
     weight = (y_weight[:, :, None, :, :, None, None] * x_weight[:, None, :, None, None, :, :]
               / sampling_ratio ** 2)
     bins, taps = num_rois * output_size * output_size, 4 * sampling_ratio ** 2
-    pixels = feature.permute(0, 2, 3, 1).reshape(-1, channels)
+    # row-major: for one image the permuted view is column-major, which embedding_bag reads
+    # about 8x slower (inference pools one image at a time)
+    pixels = feature.permute(0, 2, 3, 1).reshape(-1, channels).contiguous()
     pooled = F.embedding_bag(pixel.reshape(bins, taps), pixels, mode="sum",
                              per_sample_weights=weight.reshape(bins, taps))
     return pooled.reshape(num_rois, output_size, output_size, channels).permute(0, 3, 1, 2)
