@@ -499,8 +499,9 @@ def add_inference(subparsers) -> None:
 
 
 def run_roi_align(args) -> dict:
-    """RoIAlign forward + backward of --boxes random boxes on a random --size map, by
-    torchvision's kernel and by `roi_align_gather`, interleaved; the gather's speed-up."""
+    """RoIAlign forward + backward (--forward-only: forward without autograd, as at inference)
+    of --boxes random boxes on a random --size map, by torchvision's kernel and by
+    `roi_align_gather`, interleaved; the gather's speed-up."""
     from torchvision.ops import roi_align
 
     from psdiff.modeling.roi_align_gather import roi_align_gather
@@ -520,6 +521,10 @@ def run_roi_align(args) -> dict:
 
     def forward_backward(pool):
         def call():
+            if args.forward_only:
+                with torch.no_grad():
+                    pool()
+                return
             pool().backward(upstream)
             feature.grad = None
         return call
@@ -531,8 +536,9 @@ def run_roi_align(args) -> dict:
     times = bench.time_interleaved(calls, device, args.repeats, args.warmup)
     ms = {name: bench.median_ms(t) for name, t in times.items()}
     speedup = ms["torchvision roi_align"] / ms["roi_align_gather"]
+    timed = "forward" if args.forward_only else "forward + backward"
     text = "\n".join([
-        f"RoIAlign 7x7, sampling ratio 2, forward + backward of {args.boxes} boxes on a "
+        f"RoIAlign 7x7, sampling ratio 2, {timed} of {args.boxes} boxes on a "
         f"{args.images} x {args.channels} x {height} x {width} map (stride {args.stride}), median "
         f"of {args.repeats} interleaved runs after {args.warmup} warm-up; "
         f"{torch.get_num_threads()} threads:", "",
@@ -557,6 +563,8 @@ def add_roi_align(subparsers) -> None:
                         help="map height and width (default: p2 of a 240x320 image)")
     parser.add_argument("--stride", type=at_least(1), default=4, help="map stride")
     parser.add_argument("--boxes", type=at_least(1), default=400, help="boxes over the batch")
+    parser.add_argument("--forward-only", action="store_true",
+                        help="time the forward alone, without autograd (inference)")
     parser.add_argument("--repeats", type=at_least(1), default=10, help="timed runs (median)")
     parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed runs before")
     parser.add_argument("--record", default=DOCS_BENCHMARKS, metavar="FILE",

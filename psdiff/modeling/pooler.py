@@ -3,8 +3,8 @@
 Detectron2's `ROIPooler` with ROIAlignV2 (half-pixel aligned sampling) in a few lines: each box
 reads the FPN level that matches its size, level = floor(4 + log2(sqrt(area) / 224)), clamped to
 the levels present. torchvision's `MultiScaleRoIAlign` infers scales from shapes and samples
-unaligned, so it is not used. On a CPU, RoIAlign is `roi_align_gather` (the same numbers, a
-faster backward); on CUDA, torchvision's kernel.
+unaligned, so it is not used. On a CPU, RoIAlign is `roi_align_gather` (the same numbers,
+faster forward and backward); on CUDA, torchvision's kernel.
 
 Each level pools only its own boxes, found with `nonzero`, whose output size depends on the
 data; a CUDA graph cannot capture that, so while one is being captured (TEST.CUDA_GRAPH) every

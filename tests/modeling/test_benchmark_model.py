@@ -95,15 +95,18 @@ def test_train_reports_iteration_time_and_peak_memory(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # --record '': nothing written
 
 
-def test_roi_align_times_both_kernels_and_records_them(tmp_path, capsys):
+@pytest.mark.parametrize("flags, timed", [([], "forward + backward"),
+                                          (["--forward-only", "--images", "1"], "forward")])
+def test_roi_align_times_both_kernels_and_records_them(tmp_path, capsys, flags, timed):
     record = tmp_path / "roi_align_timings.txt"
     argv = ["roi_align", "--size", "12", "16", "--boxes", "20", "--repeats", "2", "--record",
-            str(record)]
+            str(record), *flags]
     assert benchmark.main(argv) == 0
     result = last_json(capsys)
     assert set(result["ms"]) == {"torchvision roi_align", "roi_align_gather"}
     assert all(ms > 0 for ms in result["ms"].values()) and result["speedup"] > 0
-    assert "20 boxes on a 4 x 128 x 12 x 16 map" in record.read_text()
+    images = 1 if flags else 4
+    assert f", {timed} of 20 boxes on a {images} x 128 x 12 x 16 map" in record.read_text()
 
 
 def test_counts_below_their_floor_are_refused():
