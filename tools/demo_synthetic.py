@@ -6,8 +6,9 @@
 3. write its embedding targets e0 of Eq. 11 (tools/build_targets.py),
 4. train PSDiff on them and evaluate (tools/train_net.py),
 5. evaluate again at 1, 2, 4 and 8 sampling steps (Fig. 6; the recipe's own number of steps
-   is stage 4's final evaluation), rescore each at the protocol's search threshold 0.5
-   (tools/evaluate.py), and draw Fig. 4, Fig. 6 and search results (tools/plot_results.py).
+   is stage 4's final evaluation, `evaluation_dir`), rescore each at the protocol's search
+   threshold 0.5 (tools/evaluate.py), and draw Fig. 4, Fig. 6 and search results
+   (tools/plot_results.py).
 
 Every stage is one of the tools a researcher runs by hand, called with the same arguments.
 A stage whose output exists is skipped and an interrupted training resumes, so running the
@@ -99,6 +100,17 @@ def train(stage: str, root: str, teacher_dir: str, output_dir: str, *overrides: 
     return weights
 
 
+def evaluation_dir(run_dir: str, output_dir: str, *overrides: str) -> str:
+    """Where the evaluation of `run_dir` with config `overrides` goes: `run_dir` itself when
+    the overrides leave its config as it is (its training's final evaluation is that one),
+    else `output_dir`."""
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(run_dir, "config.yaml"))
+    before = cfg.dump()
+    cfg.merge_from_list(list(overrides))
+    return run_dir if cfg.dump() == before else output_dir
+
+
 def evaluate(stage: str, root: str, run_dir: str, output_dir: str, *overrides: str) -> dict:
     """Evaluate a trained run with config overrides (steps, sampler) into `output_dir`, then
     rescore its predictions at the protocol's search threshold. Returns the metrics with the
@@ -157,11 +169,8 @@ def main() -> None:
     psdiff_dir = os.path.join(out, "psdiff")
     train("4/5 PSDiff", root, teacher_dir, psdiff_dir)
 
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(psdiff_dir, "config.yaml"))
-    # the training's own final evaluation is the row of the recipe's SAMPLE_STEPS
-    step_dirs = [psdiff_dir if steps == cfg.MODEL.PSDIFF.SAMPLE_STEPS
-                 else os.path.join(out, "steps", str(steps)) for steps in STEPS]
+    step_dirs = [evaluation_dir(psdiff_dir, os.path.join(out, "steps", str(steps)),
+                                "MODEL.PSDIFF.SAMPLE_STEPS", str(steps)) for steps in STEPS]
     step_metrics = [evaluate(f"5/5 evaluation, {steps} sampling steps", root, psdiff_dir, folder,
                              "MODEL.PSDIFF.SAMPLE_STEPS", str(steps))
                     for steps, folder in zip(STEPS, step_dirs)]
@@ -178,6 +187,8 @@ def main() -> None:
             "--top-k", "5", "--out", os.path.join(figures, f"search_query{query}.jpg"),
             "DATASETS.ROOT", root)
 
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(psdiff_dir, "config.yaml"))
     demo_thresh = cfg.TEST.DET_THRESH_SEARCH
     search = ("search/mAP", "search/top1")
     print("\nPSDiff on the synthetic CUHK-SYSU benchmark (gallery 100):")

@@ -11,7 +11,8 @@ cuhk.yaml that the chosen tables need, each evaluated as the table asks (steps, 
 DATASETS.ROOT among them also says where the benchmark is written. They follow an option that
 takes one value (--output-dir): after --seeds or --tables, argparse would read them as seeds or
 table names.
-Finished runs and evaluations are reused, so a stopped run continues where it was. Writes
+Finished runs and evaluations are reused, so a stopped run continues where it was; an
+evaluation that changes nothing in a run's config is its training's own final one. Writes
 `mechanisms.md` (one Markdown table per claim: mean and range over the seeds, and the command)
 into --output-dir and prints it.
 """
@@ -22,7 +23,7 @@ import shlex
 import sys
 
 import numpy as np
-from demo_synthetic import datasets_root, evaluate, prepare, train
+from demo_synthetic import datasets_root, evaluate, evaluation_dir, prepare, train
 
 # training variants: name -> overrides of the synthetic recipe
 VARIANTS = {
@@ -107,8 +108,9 @@ def main() -> None:
                 run_dir = os.path.join(out, slug(variant), f"seed{seed}")
                 train(f"train {variant}, seed {seed}", root, teacher_dir, run_dir,
                       *training_overrides(variant, seed, args.opts))
-                results.append(evaluate(f"evaluate {label}, seed {seed}", root, run_dir,
-                                        os.path.join(run_dir, "eval", slug(label)),
+                folder = evaluation_dir(run_dir, os.path.join(run_dir, "eval", slug(label)),
+                                        *eval_overrides)
+                results.append(evaluate(f"evaluate {label}, seed {seed}", root, run_dir, folder,
                                         *eval_overrides))
             lines.append(f"| {label} | " + " | ".join(
                 cell([r[key] for r in results]) for key, _ in COLUMNS) + " |")

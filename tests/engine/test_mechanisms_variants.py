@@ -1,5 +1,7 @@
 """tools/mechanisms.py: every variant its tables train is a model the recipe can build, and the
-variant's switches, not only SEED and the user's overrides, reach the training."""
+variant's switches, not only SEED and the user's overrides, reach the training; an evaluation
+that changes nothing in a run's config reuses the training's own (demo_synthetic's
+`evaluation_dir`)."""
 
 import pytest
 from tiny_config import TINY_OVERRIDES
@@ -40,3 +42,19 @@ def test_every_variant_builds_and_reaches_its_training(mechanisms):
         cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.INIT_FROM_TEACHER", "False",
                              *TINY_OVERRIDES])
         build_model(cfg)  # raises, naming the key, for a combination the model does not support
+
+
+def test_an_evaluation_that_changes_nothing_is_the_trainings_own(tmp_path):
+    demo = load_tool("demo_synthetic")
+    recipe = get_cfg()
+    recipe.merge_from_file(RECIPE)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(recipe.dump())
+    other = str(tmp_path / "eval")
+    steps = str(recipe.MODEL.PSDIFF.SAMPLE_STEPS)
+    assert demo.evaluation_dir(str(run_dir), other) == str(run_dir)
+    assert demo.evaluation_dir(str(run_dir), other, "MODEL.PSDIFF.SAMPLE_STEPS", steps,
+                               "MODEL.PSDIFF.SAMPLER", "DDIM") == str(run_dir)
+    assert demo.evaluation_dir(str(run_dir), other, "MODEL.PSDIFF.SAMPLE_STEPS", "1") == other
+    assert demo.evaluation_dir(str(run_dir), other, "MODEL.PSDIFF.SAMPLER", "DPM_SOLVER") == other
