@@ -7,7 +7,8 @@
            with --baseline, torchvision's Faster R-CNN R50-FPN, interleaved in one run
     train  training iteration time and peak memory at a batch size
     inference  gallery and query images/s of the evaluator's pass over a test split (the
-           real loaders and driver), with the query features reused and with two passes
+           real loaders and driver), with the query features reused and with two passes,
+           and with --query-modes, per way of embedding the queries
     roi_align  RoIAlign forward + backward: torchvision's kernel against the pooler's gather
            (psdiff/modeling/roi_align_gather.py), interleaved, at one map and box count
 
@@ -21,6 +22,7 @@ A subcommand is a function `add_<name>(subparsers)` that registers its parser an
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -37,6 +39,7 @@ from psdiff.config import get_cfg
 from psdiff.evaluation import build_evaluator, build_loaders, inference_on_dataset
 from psdiff.evaluation.metrics import compute_metrics
 from psdiff.evaluation.predictions import Predictions
+from psdiff.modeling.sampling import QUERY_MODES
 from psdiff.utils import benchmark as bench
 from psdiff.utils.amp import inference_autocast
 from psdiff.utils.errors import PsdiffError, exit_status
@@ -370,21 +373,33 @@ def run_train(args) -> dict:
 PATHS = {"reused": True, "two-pass": False}  # --paths -> inference_on_dataset's reuse_features
 
 
+def variants(args, sampler) -> list:
+    """(label, --paths entry, query mode) of each timed variant: every path with every
+    --query-modes entry (default: the config's mode, then the label is the path alone)."""
+    modes = args.query_modes or [sampler.query_mode]
+    return [(path if not args.query_modes else f"{path}, {mode}", path, mode)
+            for path in args.paths for mode in modes]
+
+
 def time_paths(args, cfg, model, evaluator, loaders) -> dict:
-    """path -> pass ("gallery", "query images") -> its seconds in each timed round; the paths
-    interleaved, one evaluator run of each per round, after --warmup untimed rounds."""
-    seconds = {path: {} for path in args.paths}
+    """label -> pass ("gallery", "query images") -> its seconds in each timed round; the
+    variants (`variants`) interleaved, one evaluator run of each per round, after --warmup
+    untimed rounds."""
+    runs = variants(args, model.sampler)
+    samplers = {mode: dataclasses.replace(model.sampler, query_mode=mode) for _, _, mode in runs}
+    seconds = {label: {} for label, _, _ in runs}
     for round_index in range(args.warmup + args.repeats):
         timed = round_index >= args.warmup
-        for path in args.paths:
+        for label, path, mode in runs:
             logger.info("round %d/%d%s: %s", round_index + 1, args.warmup + args.repeats,
-                        "" if timed else " (warm-up)", path)
+                        "" if timed else " (warm-up)", label)
+            model.sampler = samplers[mode]
             with inference_autocast(cfg):
                 passes = inference_on_dataset(model, *loaders, evaluator,
                                               reuse_features=PATHS[path])
             for name, (_, pass_seconds) in passes.items():
                 if timed:
-                    seconds[path].setdefault(name, []).append(pass_seconds)
+                    seconds[label].setdefault(name, []).append(pass_seconds)
     return seconds
 
 
@@ -394,18 +409,19 @@ def images_per_s(images: int, seconds: list):
 
 
 def throughput_rows(rate: dict, seconds: dict) -> list:
-    """Table rows: path, gallery and query images/s ("-" for a pass without images) and the
+    """Table rows: variant, gallery and query images/s ("-" for a pass without images) and the
     seconds of both passes, median (min-max)."""
     rows = []
-    for path, by_pass in rate.items():
-        total = [g + q for g, q in zip(seconds[path]["gallery"], seconds[path]["query images"])]
-        rows.append([path] + ["-" if v is None else f"{v:.2f}" for v in by_pass.values()]
+    for label, by_pass in rate.items():
+        total = [g + q for g, q in zip(seconds[label]["gallery"], seconds[label]["query images"])]
+        rows.append([label] + ["-" if v is None else f"{v:.2f}" for v in by_pass.values()]
                     + [f"{statistics.median(total):.2f} ({min(total):.2f}-{max(total):.2f})"])
     return rows
 
 
 def run_inference(args) -> dict:
-    """Gallery and query images/s of the evaluator's pass over a test split, per --paths."""
+    """Gallery and query images/s of the evaluator's pass over a test split, per --paths and
+    --query-modes."""
     cfg = load_cfg(args)
     dataset = args.dataset or next(iter(cfg.DATASETS.TEST), None)
     if not dataset:
@@ -417,8 +433,8 @@ def run_inference(args) -> dict:
     query_ids = {q["image_id"] for q in evaluator.queries}
     images = {"gallery": len(evaluator.gallery), "query images": len(query_ids - gallery_ids)}
     seconds = time_paths(args, cfg, model, evaluator, loaders)
-    rate = {path: {name: images_per_s(images[name], times[name]) for name in images}
-            for path, times in seconds.items()}
+    rate = {label: {name: images_per_s(images[name], times[name]) for name in images}
+            for label, times in seconds.items()}
     amp = f"autocast {cfg.TEST.AMP.DTYPE}" if cfg.TEST.AMP.ENABLED else "fp32"
     body = [f"Evaluator inference on {dataset}: {images['gallery']} gallery images "
             f"({len(query_ids & gallery_ids)} hold the {len(evaluator.queries)} queries), "
@@ -428,8 +444,8 @@ def run_inference(args) -> dict:
             f"{cfg.MODEL.PSDIFF.NUM_PROPOSALS_TEST}, {cfg.MODEL.PSDIFF.SAMPLE_STEPS} steps; "
             f"median of {args.repeats} rounds after {args.warmup} warm-up, paths interleaved "
             "(reused: the queries embedded from the gallery pass's features; two-pass: the "
-            "backbone run again for them):", "",
-            bench.markdown_table(["path", "gallery images/s", "query images/s",
+            "backbone run again for them; denoise / alone: MODEL.PSDIFF.QUERY_MODE):", "",
+            bench.markdown_table(["variant", "gallery images/s", "query images/s",
                                   "s per evaluation (min-max)"], throughput_rows(rate, seconds))]
     text = "\n".join(body)
     print(text)
@@ -439,8 +455,8 @@ def run_inference(args) -> dict:
                      f"{device}", args.command_line, device, text)
     return {"benchmark": "inference", "device": str(device), "dataset": dataset,
             "images": images, "images_per_s": {
-                path: {name: None if v is None else round(v, 3) for name, v in by_pass.items()}
-                for path, by_pass in rate.items()}}
+                label: {name: None if v is None else round(v, 3) for name, v in by_pass.items()}
+                for label, by_pass in rate.items()}}
 
 
 def add_common(parser, repeats: int, warmup: int = 1) -> None:
@@ -494,6 +510,9 @@ def add_inference(subparsers) -> None:
     parser.add_argument("--paths", nargs="+", choices=tuple(PATHS), default=list(PATHS),
                         help="reused: queries from the gallery pass's features (what evaluation "
                         "does); two-pass: the backbone again for them (before)")
+    parser.add_argument("--query-modes", nargs="+", choices=QUERY_MODES, default=[],
+                        help="MODEL.PSDIFF.QUERY_MODE of each timed variant, with every path "
+                        "(default: the config's)")
     add_common(parser, repeats=1, warmup=0)
     parser.set_defaults(func=run_inference)
 

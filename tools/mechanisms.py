@@ -25,6 +25,9 @@ import sys
 import numpy as np
 from demo_synthetic import datasets_root, evaluate, evaluation_dir, prepare, train
 
+# the paper's read-out of e_hat0 from F_c, which sees the other proposals: its queries are
+# denoised among a full proposal set (the recipe's "alone" suits only its stripes' read-out)
+FROM_COLLAB = ["MODEL.PSDIFF.EMB_FROM_COLLAB", "True", "MODEL.PSDIFF.QUERY_MODE", "denoise"]
 # training variants: name -> overrides of the synthetic recipe
 VARIANTS = {
     "full CDL": [],
@@ -35,12 +38,12 @@ VARIANTS = {
     # cascaded boxes are read from the embedding, which then comes from F_c, so the stripes are
     # pooled at the input boxes
     "cascaded": ["MODEL.PSDIFF.CASCADED", "True", "MODEL.PSDIFF.EMB_PARTS_BOXES", "input",
-                 "MODEL.PSDIFF.EMB_FROM_COLLAB", "True"],
+                 *FROM_COLLAB],
     # the recipe's embeddings are a Linear of the stripes and never read e_t; Table VI compares
     # the paper's read-out from F_c, which reads e_t, with and without the noisy embeddings
-    "embeddings from F_c": ["MODEL.PSDIFF.EMB_FROM_COLLAB", "True"],
+    "embeddings from F_c": FROM_COLLAB,
     "distillation (no embedding diffusion)": ["MODEL.PSDIFF.EMB_DIFFUSION", "False",
-                                              "MODEL.PSDIFF.EMB_FROM_COLLAB", "True"],
+                                              *FROM_COLLAB],
 }
 # tables: name -> (title, [(row label, training variant, evaluation overrides)])
 TABLES = {

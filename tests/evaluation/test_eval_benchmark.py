@@ -72,6 +72,14 @@ def test_inference_times_the_evaluator_on_a_split_with_and_without_feature_reuse
                      "| reused | ", "| two-pass | "):
         assert expected in text
 
+    # each path with each query mode, labelled by both
+    assert benchmark.main(["inference", "--dataset", "synthetic_cuhk_sysu_test", "--paths",
+                           "reused", "--query-modes", "denoise", "alone", "--record", "",
+                           *keys]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(result["images_per_s"]) == ["reused, denoise", "reused, alone"]
+    assert all(rate["gallery"] > 0 for rate in result["images_per_s"].values())
+
     assert benchmark.main(["inference", "--paths", "reused", "--record", "", *keys,
                            "DATASETS.TEST", "()"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
