@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
+from torchvision.ops import box_iou
 
 from psdiff.utils.errors import PsdiffError
 
@@ -49,6 +50,7 @@ class DiffusionSampler:
     eta: float = 1.0  # MODEL.PSDIFF.DDIM_ETA
     box_renewal: bool = True  # MODEL.PSDIFF.BOX_RENEWAL
     renewal_thresh: float = 0.5  # MODEL.PSDIFF.RENEWAL_THRESH: rows scoring <= this restart
+    duplicate_iou: float = 0.0  # MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU: > 0 restarts duplicates too
     ensemble_steps: bool = False  # MODEL.PSDIFF.ENSEMBLE_STEPS: keep every step, not the last
     seed: int = 0  # TEST.SAMPLER_SEED
     query_mode: str = "denoise"  # MODEL.PSDIFF.QUERY_MODE
@@ -73,6 +75,7 @@ class DiffusionSampler:
             eta=p.DDIM_ETA,
             box_renewal=p.BOX_RENEWAL,
             renewal_thresh=p.RENEWAL_THRESH,
+            duplicate_iou=p.RENEWAL_DUPLICATE_IOU,
             ensemble_steps=p.ENSEMBLE_STEPS,
             seed=cfg.TEST.SAMPLER_SEED,
             query_mode=p.QUERY_MODE,
@@ -197,8 +200,8 @@ class DiffusionSampler:
             if self.box_renewal:
                 fresh = {key: value[:, i] for key, value in noise.items()
                          if key.startswith("renew_")}
-                box_x, emb_x = self.renew(model, out["pred_logits"], box_x, emb_x, rules, fresh,
-                                          protected, rules[0].next_timesteps[i])
+                box_x, emb_x = self.renew(model, out, box_x, emb_x, rules, fresh, protected,
+                                          rules[0].next_timesteps[i])
 
     def fresh(self, model, draws, t):
         """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
@@ -209,14 +212,19 @@ class DiffusionSampler:
                 diffusion.q_sample(emb_x0, t, model.alphas_cumprod,
                                    draws["renew_embeddings_noise"]))
 
-    def renew(self, model, logits, box_x, emb_x, rules, draws, protected, t):
-        """DiffusionDet's box renewal: rows scoring <= `renewal_thresh` restart at step t.
+    def renew(self, model, out, box_x, emb_x, rules, draws, protected, t):
+        """DiffusionDet's box renewal: rows scoring <= `renewal_thresh` restart at step t, and
+        with `duplicate_iou` > 0 so do duplicates (`duplicates`).
 
         DiffusionDet restarts them from pure noise whatever t is; here they restart as Eq. 10's
         x_t of a placeholder (`fresh`), which at low t is mostly signal, as in training.
         Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
         """
-        renew = (logits[..., 0].sigmoid() <= self.renewal_thresh) & ~protected
+        scores = out["pred_logits"][..., 0].sigmoid()
+        renew = scores <= self.renewal_thresh
+        if self.duplicate_iou > 0:
+            renew |= duplicates(out["pred_boxes"], scores, self.duplicate_iou)
+        renew &= ~protected
         fresh_boxes, fresh_embs = self.fresh(model, draws, t)
         box_x = torch.where(renew[..., None], fresh_boxes, box_x)
         if model.emb_diffusion:
@@ -224,3 +232,17 @@ class DiffusionSampler:
         for rule in rules:
             rule.reset_rows(renew)
         return box_x, emb_x
+
+
+def duplicates(boxes, scores, iou_thresh):
+    """[B, N] bool: rows whose xyxy box overlaps a higher-scoring row's (ties: the earlier row
+    ranks higher) above `iou_thresh`. Training gives each person one noisy copy among random
+    placeholders; restarting the duplicates keeps one row per person and frees the rest to
+    search, where left alone later steps crowd onto the persons already found. Dense (no
+    data-dependent shape), so a CUDA graph can hold it."""
+    num = boxes.shape[1]
+    iou = torch.stack([box_iou(b, b) for b in boxes])
+    order = torch.arange(num, device=boxes.device)
+    above, tied = scores[:, None, :] > scores[:, :, None], scores[:, None, :] == scores[:, :, None]
+    higher = above | (tied & (order[None, :] < order[:, None]))  # [b, i, j]: j ranks above i
+    return ((iou > iou_thresh) & higher).any(-1)

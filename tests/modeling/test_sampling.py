@@ -8,18 +8,19 @@ from model_inputs import PERSONS, scene
 from tiny_config import tiny_cfg
 
 from psdiff.modeling import build_model
-from psdiff.modeling.sampling import DiffusionSampler
+from psdiff.modeling.sampling import DiffusionSampler, duplicates
 
 
 def test_sampler_from_config_reads_every_inference_key():
     cfg = tiny_cfg("MODEL.PSDIFF.SAMPLER", "DPM_SOLVER", "MODEL.PSDIFF.SAMPLE_STEPS", 3,
                    "MODEL.PSDIFF.DDIM_ETA", 0.5, "MODEL.PSDIFF.BOX_RENEWAL", False,
-                   "MODEL.PSDIFF.RENEWAL_THRESH", 0.3, "MODEL.PSDIFF.ENSEMBLE_STEPS", True,
+                   "MODEL.PSDIFF.RENEWAL_THRESH", 0.3, "MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", 0.6,
+                   "MODEL.PSDIFF.ENSEMBLE_STEPS", True,
                    "TEST.SAMPLER_SEED", 7, "MODEL.PSDIFF.QUERY_MODE", "alone",
                    "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 5)
     assert DiffusionSampler.from_config(cfg) == DiffusionSampler(
         kind="DPM_SOLVER", steps=3, eta=0.5, box_renewal=False, renewal_thresh=0.3,
-        ensemble_steps=True, seed=7, query_mode="alone", num_proposals=5)
+        duplicate_iou=0.6, ensemble_steps=True, seed=7, query_mode="alone", num_proposals=5)
 
 
 def build(*overrides, weights=None):
@@ -51,3 +52,37 @@ def test_steps_and_kind_chosen_at_evaluation_time_equal_a_model_built_with_them(
     # the untrained model scores every proposal under RENEWAL_THRESH, so all of them restart
     # between steps whatever the step rule; the fixed query rows never do
     assert not torch.equal(queries[3, "DDIM"], queries[3, "DPM_SOLVER_PP"])
+
+
+def test_duplicates_are_the_lower_scoring_rows_of_overlapping_pairs():
+    # rows 0 and 1 overlap at IoU 9/11 (row 1 scores higher), row 3 repeats row 0 at its
+    # score (the earlier row ranks higher on a tie), row 2 overlaps nothing; second image: the
+    # same boxes with the scores reversed
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10]],
+                         dtype=torch.float32).expand(2, 4, 4)
+    scores = torch.tensor([[0.5, 0.9, 0.2, 0.5], [0.9, 0.5, 0.2, 0.1]])
+    assert duplicates(boxes, scores, 0.5).tolist() == [[True, False, False, True],
+                                                       [False, True, False, True]]
+    # IoU 9/11 = 0.82 is not above 0.85: only the exact repeat is a duplicate there
+    assert duplicates(boxes, scores, 0.85).tolist() == [[False, False, False, True],
+                                                        [False, False, False, True]]
+
+
+def test_duplicate_renewal_restarts_more_rows():
+    # the same model and noise: with duplicates renewed, rows restart that would not, so the
+    # second step's input boxes differ
+    inputs = [{k: v for k, v in scene("s.jpg", PERSONS).items() if k != "instances"}]
+    model = build("MODEL.PSDIFF.RENEWAL_THRESH", 0.0,  # no row scores <= 0: only duplicates
+                  "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 200)  # enough random boxes to overlap
+    features, _, whwh = model.extract_features(inputs)
+    renewed = {}
+    for iou in (0.0, 0.5):
+        model.sampler = dataclasses.replace(model.sampler, duplicate_iou=iou)
+        calls = []
+        original = model.denoise
+        model.denoise = lambda *args, **kw: calls.append(args[1]) or original(*args, **kw)
+        with torch.no_grad():
+            model.sampler.detect(model, features, whwh, inputs)
+        model.denoise = original
+        renewed[iou] = calls[1]
+    assert not torch.equal(renewed[0.0], renewed[0.5])
