@@ -68,21 +68,30 @@ def test_duplicates_are_the_lower_scoring_rows_of_overlapping_pairs():
                                                         [False, False, False, True]]
 
 
+def second_step_boxes(model, inputs, duplicate_iou):
+    """The boxes the model's sampler feeds the CDL at its second step, with `duplicate_iou`."""
+    model.sampler = dataclasses.replace(model.sampler, duplicate_iou=duplicate_iou)
+    features, _, whwh = model.extract_features(inputs)
+    calls = []
+
+    def recording(features, boxes, *args):
+        calls.append(boxes)
+        return type(model).denoise(model, features, boxes, *args)
+
+    model.denoise = recording
+    try:
+        with torch.no_grad():
+            model.sampler.detect(model, features, whwh, inputs)
+    finally:
+        del model.denoise
+    return calls[1]
+
+
 def test_duplicate_renewal_restarts_more_rows():
     # the same model and noise: with duplicates renewed, rows restart that would not, so the
     # second step's input boxes differ
     inputs = [{k: v for k, v in scene("s.jpg", PERSONS).items() if k != "instances"}]
     model = build("MODEL.PSDIFF.RENEWAL_THRESH", 0.0,  # no row scores <= 0: only duplicates
                   "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 200)  # enough random boxes to overlap
-    features, _, whwh = model.extract_features(inputs)
-    renewed = {}
-    for iou in (0.0, 0.5):
-        model.sampler = dataclasses.replace(model.sampler, duplicate_iou=iou)
-        calls = []
-        original = model.denoise
-        model.denoise = lambda *args, **kw: calls.append(args[1]) or original(*args, **kw)
-        with torch.no_grad():
-            model.sampler.detect(model, features, whwh, inputs)
-        model.denoise = original
-        renewed[iou] = calls[1]
-    assert not torch.equal(renewed[0.0], renewed[0.5])
+    assert not torch.equal(second_step_boxes(model, inputs, 0.0),
+                           second_step_boxes(model, inputs, 0.5))
