@@ -236,10 +236,10 @@ class DiffusionSampler:
 
 def duplicates(boxes, scores, iou_thresh):
     """[B, N] bool: rows whose xyxy box overlaps a higher-scoring row's (ties: the earlier row
-    ranks higher) above `iou_thresh`. Training gives each person one noisy copy among random
-    placeholders; restarting the duplicates keeps one row per person and frees the rest to
-    search, where left alone later steps crowd onto the persons already found. Dense (no
-    data-dependent shape), so a CUDA graph can hold it."""
+    ranks higher) above `iou_thresh`. Training with GT_PADDING random_fill shows each person
+    once among random placeholders; restarting the duplicates keeps one row per person and
+    frees the rest to search, where left alone later steps crowd onto the persons already
+    found. Dense (no data-dependent shape), so a CUDA graph can hold it."""
     num = boxes.shape[1]
     iou = torch.stack([box_iou(b, b) for b in boxes])
     order = torch.arange(num, device=boxes.device)
