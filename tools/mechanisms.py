@@ -45,11 +45,15 @@ VARIANTS = {
     "distillation (no embedding diffusion)": ["MODEL.PSDIFF.EMB_DIFFUSION", "False",
                                               *FROM_COLLAB],
 }
+# box renewal between sampling steps: label -> MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU
+RENEWALS = (("low scores renewed", "0.0"), ("duplicates renewed too", "0.7"))
 # tables: name -> (title, [(row label, training variant, evaluation overrides)])
 TABLES = {
-    "fig6": ("Fig. 6: sampling steps", [
-        (f"{steps} step{'s' * (steps > 1)}", "full CDL", ["MODEL.PSDIFF.SAMPLE_STEPS", str(steps)])
-        for steps in (1, 2, 4, 8)]),
+    "fig6": ("Fig. 6: sampling steps; box renewal of low-scoring rows, then of duplicates too", [
+        ("1 step", "full CDL", ["MODEL.PSDIFF.SAMPLE_STEPS", "1"]),
+        *[(f"{steps} steps, {renewal}", "full CDL",
+           ["MODEL.PSDIFF.SAMPLE_STEPS", str(steps), "MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", iou])
+          for steps in (2, 4, 8) for renewal, iou in RENEWALS]]),
     "table4b": ("Table IV(b): collaborative interaction", [
         (name, name, []) for name in ("full CDL", "SA + DC", "SA", "no interaction")]),
     "table4c": ("Table IV(c): cascaded vs parallel prediction (1 and 4 steps)", [

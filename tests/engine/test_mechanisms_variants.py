@@ -44,6 +44,19 @@ def test_every_variant_builds_and_reaches_its_training(mechanisms):
         build_model(cfg)  # raises, naming the key, for a combination the model does not support
 
 
+def test_every_evaluation_override_is_a_key_of_the_recipe(mechanisms):
+    recipe = get_cfg()
+    recipe.merge_from_file(RECIPE)
+    for table, (_, rows) in mechanisms.TABLES.items():
+        for label, _, overrides in rows:
+            cfg = recipe.clone()
+            cfg.merge_from_list(list(overrides))  # raises on an unknown key or a wrong type
+            pairs = dict(zip(overrides[::2], overrides[1::2]))
+            steps = pairs.get("MODEL.PSDIFF.SAMPLE_STEPS")
+            assert steps is None or steps in label, (table, label)
+            assert cfg.MODEL.PSDIFF.SAMPLE_STEPS == int(steps or recipe.MODEL.PSDIFF.SAMPLE_STEPS)
+
+
 def test_an_evaluation_that_changes_nothing_is_the_trainings_own(tmp_path):
     demo = load_tool("demo_synthetic")
     recipe = get_cfg()
