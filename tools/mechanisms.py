@@ -14,7 +14,8 @@ table names.
 Finished runs and evaluations are reused, so a stopped run continues where it was; an
 evaluation that changes nothing in a run's config is its training's own final one. Writes
 `mechanisms.md` (one Markdown table per claim: mean and range over the seeds, and the command)
-into --output-dir and prints it.
+into --output-dir and prints it; Fig. 6 is also drawn there (fig6_sampling_steps.png, one line
+per renewal rule, shaded over the seeds).
 """
 
 import argparse
@@ -24,6 +25,8 @@ import sys
 
 import numpy as np
 from demo_synthetic import datasets_root, evaluate, evaluation_dir, prepare, train
+
+from psdiff.evaluation.plots import plot_sampling_steps
 
 # the paper's read-out of e_hat0 from F_c, which sees the other proposals: its queries are
 # denoised among a full proposal set (the recipe's "alone" suits only its stripes' read-out)
@@ -92,6 +95,20 @@ def cell(values: list) -> str:
     return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
+def fig6_runs(measured: list) -> dict:
+    """Fig. 6's measured rows [(label, evaluation overrides, metrics of each seed)] as
+    plot_sampling_steps takes them: {renewal: {steps: metrics of each seed}}; the 1-step row
+    (nothing to renew) starts both lines."""
+    runs = {renewal: {} for renewal, _ in RENEWALS}
+    for _, overrides, results in measured:
+        keys = dict(zip(overrides[::2], overrides[1::2]))
+        iou = keys.get("MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU")
+        for renewal, value in RENEWALS:
+            if iou in (None, value):
+                runs[renewal][int(keys["MODEL.PSDIFF.SAMPLE_STEPS"])] = results
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +126,7 @@ def main() -> None:
         title, rows = TABLES[table]
         lines += [f"### {title}", "", "| | " + " | ".join(n for _, n in COLUMNS) + " |",
                   "|---" * (len(COLUMNS) + 1) + "|"]
+        measured = []
         for label, variant, eval_overrides in rows:
             results = []
             for seed in args.seeds:
@@ -121,6 +139,9 @@ def main() -> None:
                                         *eval_overrides))
             lines.append(f"| {label} | " + " | ".join(
                 cell([r[key] for r in results]) for key, _ in COLUMNS) + " |")
+            measured.append((label, eval_overrides, results))
+        if table == "fig6":
+            plot_sampling_steps(fig6_runs(measured), os.path.join(out, "fig6_sampling_steps.png"))
         lines.append("")
     report = "\n".join(lines)
     with open(os.path.join(out, "mechanisms.md"), "w") as f:

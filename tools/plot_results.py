@@ -10,6 +10,8 @@
     tools/plot_results.py steps --out output/fig6.png \\
         --run output/steps1/inference/cuhk_sysu_test/metrics.json \\
         output/steps4/inference/cuhk_sysu_test/metrics.json
+    #   several settings (SETTING=file) and seeds (several files of one setting and step
+    #   count) draw one line each, shaded over the seeds
     # a query and its top-k hits (green: the query person, red: someone else); the protocol
     # settings and DATASETS.ROOT come from the run's config saved in the predictions file
     tools/plot_results.py search-result --predictions P.npz --dataset cuhk_sysu_test \\
@@ -47,30 +49,42 @@ def read_metrics(path: str) -> tuple:
     return data, {}
 
 
+def labelled(item: str, default: str = None) -> tuple:
+    """(label, path) of a `--run` item `[LABEL=]metrics.json`; without a label, `default`, or
+    else the name of the file's folder."""
+    label, sep, path = item.partition("=")
+    if sep:
+        return label, path
+    return (os.path.basename(os.path.dirname(os.path.abspath(item))) if default is None
+            else default), item
+
+
 def gallery_size(args) -> str:
     """Fig. 4 from the runs' metrics files; returns the table."""
     runs = {}
     for item in args.run:
-        label, sep, path = item.partition("=")
-        if not sep:
-            label, path = os.path.basename(os.path.dirname(os.path.abspath(item))), item
+        label, path = labelled(item)
         runs[label] = read_metrics(path)[0]
     return plot_gallery_size(runs, args.out)
 
 
 def steps(args) -> str:
-    """Fig. 6 from one metrics file per step count; returns the table."""
-    loaded = [read_metrics(path) for path in args.run]
+    """Fig. 6 from metrics files, one per setting, step count and seed; returns the table."""
+    labels, paths = zip(*(labelled(item, "") for item in args.run))
+    loaded = [read_metrics(path) for path in paths]
     if args.steps:
         if len(args.steps) != len(loaded):
             raise PsdiffError(f"--steps has {len(args.steps)} values for {len(loaded)} runs")
         counts = args.steps
     else:
-        missing = [p for p, (_, meta) in zip(args.run, loaded) if "steps" not in meta]
+        missing = [p for p, (_, meta) in zip(paths, loaded) if "steps" not in meta]
         if missing:
             raise PsdiffError(f"{missing[0]} does not record its sampling steps; give --steps")
         counts = [meta["steps"] for _, meta in loaded]
-    return plot_sampling_steps(counts, [m for m, _ in loaded], args.out)
+    runs = {}
+    for label, count, (metrics, _) in zip(labels, counts, loaded):
+        runs.setdefault(label, {}).setdefault(count, []).append(metrics)
+    return plot_sampling_steps(runs, args.out)
 
 
 def search_result(args) -> str:
@@ -95,7 +109,9 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output PNG (the table goes beside it, .md)")
     p.set_defaults(func=gallery_size)
     p = sub.add_parser("steps", help="Fig. 6: metrics vs sampling steps")
-    p.add_argument("--run", nargs="+", required=True, help="metrics.json, one per step count")
+    p.add_argument("--run", nargs="+", required=True,
+                   help="[SETTING=]metrics.json, one per setting, step count and seed (the "
+                        "files of one setting and step count are its seeds)")
     p.add_argument("--steps", nargs="+", type=int, help="step counts, if the files lack them")
     p.add_argument("--out", required=True, help="output PNG (the table goes beside it, .md)")
     p.set_defaults(func=steps)

@@ -1,7 +1,8 @@
 """The paper's result figures as PNG plus Markdown tables, from metrics dicts.
 
 - Fig. 4: CUHK-SYSU search mAP against gallery size (50 ... 4000), one line per run;
-- Fig. 6: search mAP / top-1 and detection AP against the number of sampling steps.
+- Fig. 6: detection AP / recall and search mAP / top-1 against the number of sampling steps,
+  one line per setting, shaded over seeds.
 
 Inputs are the flat metrics dicts of `evaluate` (`search@{N}/mAP`, `search/mAP`, `det/AP`, ...).
 matplotlib runs on the Agg backend: no display is needed.
@@ -74,26 +75,49 @@ def plot_gallery_size(runs: dict[str, dict], path: str) -> str:
     return table
 
 
-def plot_sampling_steps(steps: Sequence[int], metrics: Sequence[dict], path: str) -> str:
-    """Fig. 6: search mAP, top-1 and detection AP against sampling steps; returns the table.
+STEP_METRICS = (("det/AP", "detection AP@0.5"), ("det/recall", "detection recall"),
+                ("search/mAP", "search mAP"), ("search/top1", "search top-1"))
 
-    `metrics[i]` is the metrics dict of the evaluation run with `steps[i]` steps.
-    """
-    order = sorted(range(len(steps)), key=lambda i: steps[i])
-    steps = [steps[i] for i in order]
-    metrics = [metrics[i] for i in order]
-    curves = (("search/mAP", "search mAP"), ("search/top1", "search top-1"),
-              ("det/AP", "detection AP@0.5"))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key, label in curves:
-        ax.plot(steps, [100 * m[key] for m in metrics], marker="o", label=label)
-    ax.set_xticks(steps)
-    ax.set_xlabel("sampling steps")
-    ax.set_ylabel("%")
-    ax.set_title("Performance with increasing steps")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    table = markdown_table(["steps"] + [label for _, label in curves],
-                           [[s] + [m[key] for key, _ in curves] for s, m in zip(steps, metrics)])
+
+def spread(values: Sequence[float]):
+    """One value as it is; several (seeds) as the text "mean (lowest-highest)" in percent."""
+    if len(values) == 1:
+        return values[0]
+    mean = sum(values) / len(values)
+    return f"{100 * mean:.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
+
+def plot_sampling_steps(runs: dict[str, dict[int, list[dict]]], path: str) -> str:
+    """Fig. 6: detection AP and recall, search mAP and top-1 against the number of sampling
+    steps, one panel per metric, one line per setting `{label: {steps: [metrics dict of each
+    seed]}}`: the mean over the seeds, shaded from the lowest to the highest. Returns the
+    table; its setting column appears when there are several settings."""
+    every = [m for points in runs.values() for seeds in points.values() for m in seeds]
+    curves = [(key, name) for key, name in STEP_METRICS if all(key in m for m in every)]
+    steps = sorted({s for points in runs.values() for s in points})
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3.2), squeeze=False)
+    for ax, (key, name) in zip(axes[0], curves):
+        for label, points in runs.items():
+            xs = sorted(points)
+            values = [[100 * m[key] for m in points[s]] for s in xs]
+            line, = ax.plot(xs, [sum(v) / len(v) for v in values], marker="o", label=label)
+            if any(len(v) > 1 for v in values):
+                ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values],
+                                color=line.get_color(), alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps)
+        ax.set_xticklabels([str(s) for s in steps])
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel("%")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    several = len(runs) > 1
+    if several:
+        axes[0][0].legend(fontsize="small")
+    rows = [([label] if several else []) + [s] + [spread([m[key] for m in points[s]])
+                                                  for key, _ in curves]
+            for label, points in runs.items() for s in sorted(points)]
+    table = markdown_table((["setting"] if several else []) + ["steps"]
+                           + [name for _, name in curves], rows)
     _save(fig, path, table)
     return table

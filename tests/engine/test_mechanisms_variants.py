@@ -57,6 +57,17 @@ def test_every_evaluation_override_is_a_key_of_the_recipe(mechanisms):
             assert cfg.MODEL.PSDIFF.SAMPLE_STEPS == int(steps or recipe.MODEL.PSDIFF.SAMPLE_STEPS)
 
 
+def test_fig6_draws_one_line_per_renewal_rule_from_one_step_to_eight(mechanisms):
+    rows = mechanisms.TABLES["fig6"][1]
+    measured = [(label, overrides, [{"row": label}]) for label, _, overrides in rows]
+    runs = mechanisms.fig6_runs(measured)
+    assert list(runs) == [renewal for renewal, _ in mechanisms.RENEWALS]
+    for renewal, points in runs.items():
+        assert sorted(points) == [1, 2, 4, 8]
+        assert points[1] == [{"row": "1 step"}]
+        assert all(renewal in points[steps][0]["row"] for steps in (2, 4, 8)), renewal
+
+
 def test_an_evaluation_that_changes_nothing_is_the_trainings_own(tmp_path):
     demo = load_tool("demo_synthetic")
     recipe = get_cfg()

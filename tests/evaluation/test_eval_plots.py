@@ -34,16 +34,40 @@ def test_steps_tool_reads_steps_from_the_evaluator_files(tmp_path, capsys):
         paths.append(str(path))
     out = str(tmp_path / "fig6.png")
     assert plot_results.main(["steps", "--run", *paths, "--out", out]) == 0
-    assert capsys.readouterr().out.splitlines()[2:4] == [
-        "| 1 | 25.0 | 25.0 | 12.5 |", "| 4 | 50.0 | 50.0 | 25.0 |"]
+    assert capsys.readouterr().out.splitlines()[:4] == [
+        "| steps | detection AP@0.5 | search mAP | search top-1 |", "|---|---|---|---|",
+        "| 1 | 12.5 | 25.0 | 25.0 |", "| 4 | 25.0 | 50.0 | 50.0 |"]
     assert cv2.imread(out) is not None
     # the same from flat files needs --steps; without, one error line
     flat = tmp_path / "flat.json"
     flat.write_text(json.dumps({"search/mAP": 0.1, "search/top1": 0.2, "det/AP": 0.3}))
     assert plot_results.main(["steps", "--run", str(flat), "--out", out]) == 2
     assert capsys.readouterr().err.startswith("error: ")
-    table = plot_sampling_steps([8], [json.loads(flat.read_text())], out)
-    assert table.splitlines()[2] == "| 8 | 10.0 | 20.0 | 30.0 |"
+    table = plot_sampling_steps({"": {8: [json.loads(flat.read_text())]}}, out)
+    assert table.splitlines()[2] == "| 8 | 30.0 | 10.0 | 20.0 |"
+
+
+def test_steps_figure_draws_settings_and_seeds(tmp_path, capsys):
+    """Files of one setting and step count are its seeds: the table gives their mean and
+    range; several settings add a setting column."""
+    paths = []
+    for setting, steps, seed, value in (("A", 1, 0, 0.2), ("A", 1, 1, 0.4), ("A", 2, 0, 0.5),
+                                        ("B", 2, 0, 0.1)):
+        path = tmp_path / f"{setting}{steps}_{seed}.json"
+        path.write_text(json.dumps({"det/AP": value, "det/recall": 1 - value,
+                                    "search/mAP": value / 2, "search/top1": value}))
+        paths.append(f"{setting}={path}")
+    out = str(tmp_path / "fig6.png")
+    assert plot_results.main(["steps", "--run", *paths, "--steps", "1", "1", "2", "2",
+                              "--out", out]) == 0
+    assert capsys.readouterr().out.splitlines()[:5] == [
+        "| setting | steps | detection AP@0.5 | detection recall | search mAP | search top-1 |",
+        "|---|---|---|---|---|---|",
+        "| A | 1 | 30.0 (20.0-40.0) | 70.0 (60.0-80.0) | 15.0 (10.0-20.0) | 30.0 (20.0-40.0) |",
+        "| A | 2 | 50.0 | 50.0 | 25.0 | 50.0 |",
+        "| B | 2 | 10.0 | 90.0 | 5.0 | 10.0 |"]
+    height, width = cv2.imread(out).shape[:2]
+    assert width > 3 * height  # four panels side by side
 
 
 def test_search_result_hits_and_picture(tmp_path):
