@@ -85,7 +85,16 @@ def training_overrides(variant: str, seed: int, opts: list) -> list:
 
 
 def slug(text: str) -> str:
+    """A variant's folder name."""
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
+def evaluation_name(overrides: list) -> str:
+    """The folder of a run's evaluation with config `overrides`, named by the overrides
+    themselves: rows that evaluate alike share one evaluation, and different ones never do
+    (row labels such as DPM-Solver and DPM-Solver++ differ only in punctuation)."""
+    return "__".join(f"{key.removeprefix('MODEL.PSDIFF.')}={value}"
+                     for key, value in zip(overrides[::2], overrides[1::2]))
 
 
 def cell(values: list) -> str:
@@ -133,8 +142,9 @@ def main() -> None:
                 run_dir = os.path.join(out, slug(variant), f"seed{seed}")
                 train(f"train {variant}, seed {seed}", root, teacher_dir, run_dir,
                       *training_overrides(variant, seed, args.opts))
-                folder = evaluation_dir(run_dir, os.path.join(run_dir, "eval", slug(label)),
-                                        *eval_overrides)
+                folder = evaluation_dir(
+                    run_dir, os.path.join(run_dir, "eval", evaluation_name(eval_overrides)),
+                    *eval_overrides)
                 results.append(evaluate(f"evaluate {label}, seed {seed}", root, run_dir, folder,
                                         *eval_overrides))
             lines.append(f"| {label} | " + " | ".join(

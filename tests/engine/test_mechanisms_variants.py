@@ -3,6 +3,8 @@ variant's switches, not only SEED and the user's overrides, reach the training; 
 that changes nothing in a run's config reuses the training's own (demo_synthetic's
 `evaluation_dir`)."""
 
+import os
+
 import pytest
 from tiny_config import TINY_OVERRIDES
 from tools_loader import TOOLS, load_tool
@@ -55,6 +57,18 @@ def test_every_evaluation_override_is_a_key_of_the_recipe(mechanisms):
             steps = pairs.get("MODEL.PSDIFF.SAMPLE_STEPS")
             assert steps is None or steps in label, (table, label)
             assert cfg.MODEL.PSDIFF.SAMPLE_STEPS == int(steps or recipe.MODEL.PSDIFF.SAMPLE_STEPS)
+
+
+def test_runs_and_evaluations_have_folders_of_their_own(mechanisms):
+    """Variants never share a folder, nor do different evaluations of a run (DPM-Solver and
+    DPM-Solver++ once did); rows that evaluate alike share one."""
+    assert len({mechanisms.slug(v) for v in mechanisms.VARIANTS}) == len(mechanisms.VARIANTS)
+    overrides = {tuple(o) for _, rows in mechanisms.TABLES.values() for _, _, o in rows}
+    names = {mechanisms.evaluation_name(list(o)) for o in overrides}
+    assert len(names) == len(overrides)
+    assert all(os.sep not in name for name in names)
+    table5 = [mechanisms.evaluation_name(o) for _, _, o in mechanisms.TABLES["table5"][1]]
+    assert table5 == ["SAMPLER=DDIM", "SAMPLER=DPM_SOLVER", "SAMPLER=DPM_SOLVER_PP"]
 
 
 def test_fig6_draws_one_line_per_renewal_rule_from_one_step_to_eight(mechanisms):
