@@ -50,10 +50,11 @@ def read_metrics(path: str) -> tuple:
 
 
 def labelled(item: str, default: str = None) -> tuple:
-    """(label, path) of a `--run` item `[LABEL=]metrics.json`; without a label, `default`, or
-    else the name of the file's folder."""
+    """(label, path) of a `--run` item `[LABEL=]metrics.json` (an existing file is a path,
+    even with "=" in it, as tools/mechanisms.py's evaluation folders have); without a label,
+    `default`, or else the name of the file's folder."""
     label, sep, path = item.partition("=")
-    if sep:
+    if sep and not os.path.isfile(item):
         return label, path
     return (os.path.basename(os.path.dirname(os.path.abspath(item))) if default is None
             else default), item

@@ -53,7 +53,8 @@ def test_steps_figure_draws_settings_and_seeds(tmp_path, capsys):
     paths = []
     for setting, steps, seed, value in (("A", 1, 0, 0.2), ("A", 1, 1, 0.4), ("A", 2, 0, 0.5),
                                         ("B", 2, 0, 0.1)):
-        path = tmp_path / f"{setting}{steps}_{seed}.json"
+        path = tmp_path / f"SAMPLE_STEPS={steps}" / f"{setting}{seed}.json"  # "=" in a path
+        path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps({"det/AP": value, "det/recall": 1 - value,
                                     "search/mAP": value / 2, "search/top1": value}))
         paths.append(f"{setting}={path}")
@@ -68,6 +69,11 @@ def test_steps_figure_draws_settings_and_seeds(tmp_path, capsys):
         "| B | 2 | 10.0 | 90.0 | 5.0 | 10.0 |"]
     height, width = cv2.imread(out).shape[:2]
     assert width > 3 * height  # four panels side by side
+    # an unlabelled file whose path holds "=" is read as a path: one setting, no setting column
+    assert plot_results.main(["steps", "--run", *(p.partition("=")[2] for p in paths[:3]),
+                              "--steps", "1", "1", "2", "--out", out]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == (
+        "| 1 | 30.0 (20.0-40.0) | 70.0 (60.0-80.0) | 15.0 (10.0-20.0) | 30.0 (20.0-40.0) |")
 
 
 def test_search_result_hits_and_picture(tmp_path):
