@@ -4,8 +4,8 @@ The projections are plain Linears and the attention itself is one call to
 `scaled_dot_product_attention` in `attend`, kept separate so a fused kernel can replace it.
 Unlike `nn.MultiheadAttention`, every matmul is visible to
 fvcore's FLOP counter (tools/analyze_model.py counts the SDPA call itself).
-At inference, one query token per row (the CDL's cross-attention) takes `attend_one_query`,
-which leaves the context unprojected.
+One query token per row (the CDL's cross-attention) takes `attend_one_query`, which leaves the
+context unprojected, in training and at inference.
 """
 
 import math
@@ -33,17 +33,21 @@ def attend_one_query(q, context, k_proj, v_proj, num_heads):
     """`attend` of one projected query token per row, q [B, 1, C], to the unprojected context
     [B, S, C] -> [B, 1, C]: the same values up to rounding with S times fewer multiply-adds.
 
-    Per head, q . (W_k x + b_k) = (W_k^T q) . x + q . b_k, whose last term, the same for every
-    key, cancels in the softmax; and with weights a summing to 1, sum_j a_j (W_v x_j + b_v)
-    = W_v (sum_j a_j x_j) + b_v. So the query goes into the context's space, not S keys and
-    values into the heads'. b_k gets no gradient here, hence only where none is recorded.
+    Per head, q . (W_k x + b_k) = (W_k^T q) . x + q . b_k; and with weights a summing to 1,
+    sum_j a_j (W_v x_j + b_v) = W_v (sum_j a_j x_j) + b_v. So the query goes into the context's
+    space, not S keys and values into the heads'. The term q . b_k, the same for every key,
+    cancels in the softmax; it is added all the same, so b_k gets its (zero) gradient, as
+    distributed training expects of every parameter.
     """
     batch, channels = q.shape[0], q.shape[-1]
     head_dim = channels // num_heads
     k_weight = k_proj.weight.view(num_heads, head_dim, channels)
     v_weight = v_proj.weight.view(num_heads, head_dim, channels)
-    query = torch.einsum("bhd,hdc->bhc", q.view(batch, num_heads, head_dim), k_weight)
-    weights = (query @ context.transpose(1, 2) / math.sqrt(head_dim)).softmax(dim=-1)
+    q = q.view(batch, num_heads, head_dim)
+    query = torch.einsum("bhd,hdc->bhc", q, k_weight)
+    key_bias = (q * k_proj.bias.view(num_heads, head_dim)).sum(-1, keepdim=True)
+    logits = query @ context.transpose(1, 2) + key_bias
+    weights = (logits / math.sqrt(head_dim)).softmax(dim=-1)
     out = torch.einsum("bhc,hdc->bhd", weights @ context, v_weight)
     return (out + v_proj.bias.view(num_heads, head_dim)).reshape(batch, 1, channels)
 
@@ -66,7 +70,7 @@ class MultiHeadAttention(nn.Module):
     def forward(self, query, context):
         """query: [B, L, C], context: [B, S, C] -> [B, L, C]."""
         q = self.q_proj(query)
-        if query.shape[1] == 1 and not torch.is_grad_enabled():
+        if query.shape[1] == 1:
             out = attend_one_query(q, context, self.k_proj, self.v_proj, self.num_heads)
         else:
             out = attend(q, self.k_proj(context), self.v_proj(context), self.num_heads)

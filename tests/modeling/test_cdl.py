@@ -91,7 +91,7 @@ def test_sinusoidal_embedding_matches_formula():
 @pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("length", [1, 2])
 def test_attention_matches_torch_multihead_attention(length, grad):
-    """Also one query token without gradients, which leaves the context unprojected."""
+    """Outputs and gradients; one query token leaves the context unprojected."""
     torch.manual_seed(0)
     ours = MultiHeadAttention(16, 4)
     reference = nn.MultiheadAttention(16, 4, batch_first=True)
@@ -104,10 +104,24 @@ def test_attention_matches_torch_multihead_attention(length, grad):
         reference.out_proj.load_state_dict(ours.out_proj.state_dict())
     projected = []
     ours.k_proj.register_forward_hook(lambda *_: projected.append(True))
-    query, context = torch.randn(3, length, 16), torch.randn(3, 9, 16)
+    query = torch.randn(3, length, 16, requires_grad=grad)
+    context = torch.randn(3, 9, 16, requires_grad=grad)
     with torch.set_grad_enabled(grad):
-        torch.testing.assert_close(ours(query, context), reference(query, context, context)[0])
-    assert bool(projected) == (grad or length > 1)
+        out, expected = ours(query, context), reference(query, context, context)[0]
+    torch.testing.assert_close(out, expected)
+    assert bool(projected) == (length > 1)
+    if grad:
+        upstream = torch.randn_like(out)
+        ours_grads = torch.autograd.grad(out, [query, context, ours.k_proj.weight,
+                                               ours.k_proj.bias, ours.v_proj.weight], upstream)
+        reference_grads = torch.autograd.grad(
+            expected, [query, context, reference.in_proj_weight, reference.in_proj_bias],
+            upstream)
+        for got, want in zip(ours_grads[:2], reference_grads[:2]):
+            torch.testing.assert_close(got, want)
+        torch.testing.assert_close(ours_grads[2], reference_grads[2][16:32])
+        torch.testing.assert_close(ours_grads[3], reference_grads[3][16:32], atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours_grads[4], reference_grads[2][32:48])
 
 
 def test_dynamic_conv_matches_per_box_loop():
