@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DEMO_DIR ?= output/demo
+DEMO_ARGS ?=  # e.g. --steps 1 2 4 8
 
 .PHONY: demo test install clean-demo
 
@@ -23,7 +24,7 @@ test: $(INSTALLED)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 demo: $(INSTALLED)
-	$(PY) tools/demo_synthetic.py --output-dir $(DEMO_DIR)
+	$(PY) tools/demo_synthetic.py --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
