@@ -126,3 +126,29 @@ def test_adam_couples_weight_decay_as_hhcl(tmp_path):
     lr = next(g["lr"] for g in optimizer.param_groups if any(p is param for p in g["params"]))
     expected = lr * torch.sign(before[nonzero])
     torch.testing.assert_close(moved[nonzero], expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ADAMW", "ADAM", "SGD"])
+def test_fused_optimizers_update_as_the_per_tensor_loop(tmp_path, name):
+    cfg = toy_cfg(tmp_path, SOLVER__OPTIMIZER=name, SOLVER__WEIGHT_DECAY=0.01,
+                  SOLVER__MOMENTUM=0.9, SOLVER__BASE_LR=0.05)
+    fused_model, loop_model = ToyModel(), ToyModel()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused = build_optimizer(cfg, fused_model)
+    assert all(group["fused"] for group in fused.param_groups)
+    # the same groups and settings, stepped by torch's reference loop over the tensors
+    loop_params = dict(zip(fused_model.parameters(), loop_model.parameters()))
+    loop = type(fused)([{**{k: v for k, v in g.items() if k not in ("fused", "foreach")},
+                         "params": [loop_params[p] for p in g["params"]]}
+                        for g in fused.param_groups], fused=False, foreach=False)
+    start = [p.detach().clone() for p in loop_params]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in loop_params.items():
+            p.grad = torch.randn(p.shape, generator=generator)
+            q.grad = p.grad.clone()
+        fused.step()
+        loop.step()
+    for p, q in loop_params.items():
+        torch.testing.assert_close(p, q)
+    assert any(not torch.equal(p, before) for p, before in zip(loop_params, start))
