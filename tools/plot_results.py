@@ -12,10 +12,10 @@
         output/steps4/inference/cuhk_sysu_test/metrics.json
     #   several settings (SETTING=file) and seeds (several files of one setting and step
     #   count) draw one line each, shaded over the seeds
-    # a query and its top-k hits (green: the query person, red: someone else); the protocol
+    # queries and their top-k hits (green: the query person, red: someone else); the protocol
     # settings and DATASETS.ROOT come from the run's config saved in the predictions file
     tools/plot_results.py search-result --predictions P.npz --dataset cuhk_sysu_test \\
-        --query 0 --top-k 5 --out output/query0.jpg [KEY VALUE ...]
+        --query 0 1 2 --top-k 5 --out "output/query{query}.jpg" [KEY VALUE ...]
 
 A metrics file is the evaluator's `metrics.json` (whose `meta` gives the steps) or any flat
 metrics JSON (then give `--steps`). Bad input prints one `error: ...` line, exit status 2.
@@ -89,15 +89,26 @@ def steps(args) -> str:
 
 
 def search_result(args) -> str:
-    """Write the picture of one query's top-k hits; returns the hits as JSON."""
+    """Write the picture of each query's top-k hits; returns the hits, one JSON line per
+    query."""
+    if len(args.query) > 1 and "{query}" not in args.out:
+        raise PsdiffError(f"--out {args.out!r} names one file for {len(args.query)} queries: "
+                          "put {query} in it, e.g. query{query}.jpg")
     predictions = Predictions.load(args.predictions)
     cfg = setup_cfg(args, run_config=predictions.meta.get("config", ""))
     split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT), cfg.TEST.GALLERY_SIZE)
-    hits = top_hits(predictions, split.protocol, split.gallery, split.queries, args.query,
-                    args.top_k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS, cfg.TEST.IGNORE_CAM_ID)
-    picture = draw_search_result(split.queries[args.query], hits, split.gallery)
-    write_image(args.out, picture)
-    return json.dumps(hits)
+    lines = []
+    for query in args.query:
+        if not 0 <= query < len(split.queries):
+            raise PsdiffError(f"--query {query}: {args.dataset} has queries 0 to "
+                              f"{len(split.queries) - 1}")
+        hits = top_hits(predictions, split.protocol, split.gallery, split.queries, query,
+                        args.top_k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS,
+                        cfg.TEST.IGNORE_CAM_ID)
+        write_image(args.out.format(query=query),
+                    draw_search_result(split.queries[query], hits, split.gallery))
+        lines.append(json.dumps(hits))
+    return "\n".join(lines)
 
 
 def parse_args(argv=None):
@@ -120,9 +131,12 @@ def parse_args(argv=None):
                                             help="a query and its top-k gallery hits"))
     p.add_argument("--predictions", required=True, help="predictions.npz of an evaluation")
     p.add_argument("--dataset", required=True, help="test set name, e.g. cuhk_sysu_test")
-    p.add_argument("--query", type=int, default=0, help="query index in the dataset's list")
+    p.add_argument("--query", type=int, nargs="+", default=[0],
+                   help="query indices in the dataset's list")
     p.add_argument("--top-k", type=int, default=5, help="hits to show")
-    p.add_argument("--out", required=True, help="output image (.jpg or .png)")
+    p.add_argument("--out", required=True,
+                   help="output image (.jpg or .png); for several queries a name with {query} "
+                        "in it, e.g. query{query}.jpg")
     p.set_defaults(func=search_result)
     return parser.parse_args(argv)
 

@@ -4,6 +4,7 @@ one backbone pass per gallery batch, the same predictions as two passes."""
 
 import dataclasses
 import json
+import os
 
 import cv2
 import numpy as np
@@ -87,6 +88,17 @@ def test_noisy_oracle_recomputed_from_file_and_on_two_ranks(root, tmp_path, caps
     hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(hits) == 3 and hits[0]["similarity"] >= hits[1]["similarity"]
     assert cv2.imread(picture).shape[0] == 256
+    # several queries in one call: a picture and a JSON line each, the first as above
+    pattern = str(tmp_path / "query{query}_of_two.png")
+    assert plot_results.main(["search-result", "--predictions", path, "--dataset", CUHK,
+                              "--query", "0", "1", "--top-k", "3", "--out", pattern,
+                              "DATASETS.ROOT", root]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert json.loads(lines[0]) == hits and json.loads(lines[1]) != hits
+    assert all(os.path.isfile(pattern.format(query=q)) for q in (0, 1))
+    assert plot_results.main(["search-result", "--predictions", path, "--dataset", CUHK,
+                              "--query", "0", "1", "--out", picture]) == 2
+    assert "put {query} in it" in capsys.readouterr().err
 
     result_file = str(tmp_path / "two.json")
     launch(evaluate_and_dump, 2, backend="gloo", args=(
