@@ -186,11 +186,10 @@ def main() -> None:
     run("figures", "plot_results.py", "gallery-size", "--run",
         f"PSDiff={metrics_file(psdiff_dir)}", "--out",
         os.path.join(figures, "fig4_gallery_size.png"))
-    for query in range(4):
-        run("figures", "plot_results.py", "search-result", "--predictions",
-            predictions_file(psdiff_dir), "--dataset", TEST_SET, "--query", str(query),
-            "--top-k", "5", "--out", os.path.join(figures, f"search_query{query}.jpg"),
-            "DATASETS.ROOT", root)
+    run("figures", "plot_results.py", "search-result", "--predictions",
+        predictions_file(psdiff_dir), "--dataset", TEST_SET, "--query", "0", "1", "2", "3",
+        "--top-k", "5", "--out", os.path.join(figures, "search_query{query}.jpg"),
+        "DATASETS.ROOT", root, capture=True)
 
     demo_thresh = cfg.TEST.DET_THRESH_SEARCH
     search = ("search/mAP", "search/top1")
