@@ -97,15 +97,16 @@ def search_result(args) -> str:
     predictions = Predictions.load(args.predictions)
     cfg = setup_cfg(args, run_config=predictions.meta.get("config", ""))
     split = get_search_split(args.dataset, resolve_root(cfg.DATASETS.ROOT), cfg.TEST.GALLERY_SIZE)
+    outside = [query for query in args.query if not 0 <= query < len(split.queries)]
+    if outside:
+        raise PsdiffError(f"--query {outside[0]}: {args.dataset} has queries 0 to "
+                          f"{len(split.queries) - 1}")
     lines = []
     for query in args.query:
-        if not 0 <= query < len(split.queries):
-            raise PsdiffError(f"--query {query}: {args.dataset} has queries 0 to "
-                              f"{len(split.queries) - 1}")
         hits = top_hits(predictions, split.protocol, split.gallery, split.queries, query,
                         args.top_k, cfg.TEST.DET_THRESH_SEARCH, cfg.TEST.CWS,
                         cfg.TEST.IGNORE_CAM_ID)
-        write_image(args.out.format(query=query),
+        write_image(args.out.replace("{query}", str(query)),
                     draw_search_result(split.queries[query], hits, split.gallery))
         lines.append(json.dumps(hits))
     return "\n".join(lines)
@@ -128,7 +129,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output PNG (the table goes beside it, .md)")
     p.set_defaults(func=steps)
     p = add_config_arguments(sub.add_parser("search-result",
-                                            help="a query and its top-k gallery hits"))
+                                            help="queries and their top-k gallery hits"))
     p.add_argument("--predictions", required=True, help="predictions.npz of an evaluation")
     p.add_argument("--dataset", required=True, help="test set name, e.g. cuhk_sysu_test")
     p.add_argument("--query", type=int, nargs="+", default=[0],

@@ -99,6 +99,10 @@ def test_noisy_oracle_recomputed_from_file_and_on_two_ranks(root, tmp_path, caps
     assert plot_results.main(["search-result", "--predictions", path, "--dataset", CUHK,
                               "--query", "0", "1", "--out", picture]) == 2
     assert "put {query} in it" in capsys.readouterr().err
+    assert plot_results.main(["search-result", "--predictions", path, "--dataset", CUHK,
+                              "--query", "0", "999", "--out", pattern,
+                              "DATASETS.ROOT", root]) == 2
+    assert "--query 999" in capsys.readouterr().err
 
     result_file = str(tmp_path / "two.json")
     launch(evaluate_and_dump, 2, backend="gloo", args=(
