@@ -48,15 +48,23 @@ VARIANTS = {
     "distillation (no embedding diffusion)": ["MODEL.PSDIFF.EMB_DIFFUSION", "False",
                                               *FROM_COLLAB],
 }
-# box renewal between sampling steps: label -> MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU
-RENEWALS = (("low scores renewed", "0.0"), ("duplicates renewed too", "0.7"))
+# box renewal between sampling steps: label -> its evaluation overrides
+RENEWALS = (
+    ("low scores renewed", ["MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", "0.0",
+                            "MODEL.PSDIFF.RENEWAL_RESTART", "step"]),
+    ("duplicates renewed too", ["MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", "0.7",
+                                "MODEL.PSDIFF.RENEWAL_RESTART", "step"]),
+    ("restarted from noise (recipe)", ["MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", "0.7",
+                                       "MODEL.PSDIFF.RENEWAL_RESTART", "noise"]),
+)
 # tables: name -> (title, [(row label, training variant, evaluation overrides)])
 TABLES = {
-    "fig6": ("Fig. 6: sampling steps; box renewal of low-scoring rows, then of duplicates too", [
-        ("1 step", "full CDL", ["MODEL.PSDIFF.SAMPLE_STEPS", "1"]),
-        *[(f"{steps} steps, {renewal}", "full CDL",
-           ["MODEL.PSDIFF.SAMPLE_STEPS", str(steps), "MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", iou])
-          for steps in (2, 4, 8) for renewal, iou in RENEWALS]]),
+    "fig6": ("Fig. 6: sampling steps; box renewal of low-scoring rows, of duplicates too, and "
+             "restarting renewed rows from noise", [
+                 ("1 step", "full CDL", ["MODEL.PSDIFF.SAMPLE_STEPS", "1"]),
+                 *[(f"{steps} steps, {renewal}", "full CDL",
+                    ["MODEL.PSDIFF.SAMPLE_STEPS", str(steps), *rule])
+                   for steps in (2, 4, 8) for renewal, rule in RENEWALS]]),
     "table4b": ("Table IV(b): collaborative interaction", [
         (name, name, []) for name in ("full CDL", "SA + DC", "SA", "no interaction")]),
     "table4c": ("Table IV(c): cascaded vs parallel prediction (1 and 4 steps)", [
@@ -107,13 +115,12 @@ def cell(values: list) -> str:
 def fig6_runs(measured: list) -> dict:
     """Fig. 6's measured rows [(label, evaluation overrides, metrics of each seed)] as
     plot_sampling_steps takes them: {renewal: {steps: metrics of each seed}}; the 1-step row
-    (nothing to renew) starts both lines."""
+    (nothing to renew) starts every line."""
     runs = {renewal: {} for renewal, _ in RENEWALS}
     for _, overrides, results in measured:
         keys = dict(zip(overrides[::2], overrides[1::2]))
-        iou = keys.get("MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU")
-        for renewal, value in RENEWALS:
-            if iou in (None, value):
+        for renewal, rule in RENEWALS:
+            if all(keys.get(key, value) == value for key, value in zip(rule[::2], rule[1::2])):
                 runs[renewal][int(keys["MODEL.PSDIFF.SAMPLE_STEPS"])] = results
     return runs
 

@@ -105,6 +105,7 @@ _C.MODEL.PSDIFF.DDIM_ETA = 1.0  # DDIM eta (DiffusionDet uses 1.0)
 _C.MODEL.PSDIFF.BOX_RENEWAL = True  # replace low-score boxes with fresh noise between steps
 _C.MODEL.PSDIFF.RENEWAL_THRESH = 0.5  # score under which a box is renewed
 _C.MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU = 0.0  # > 0: also renew boxes overlapping a better one
+_C.MODEL.PSDIFF.RENEWAL_RESTART = "step"  # renewed rows restart at the next "step" or from "noise"
 _C.MODEL.PSDIFF.USE_NMS = True  # NMS on the final detections
 _C.MODEL.PSDIFF.NMS_THRESH = 0.5  # NMS IoU threshold
 _C.MODEL.PSDIFF.ENSEMBLE_STEPS = False  # pool every step before NMS (off: Algorithm 2 = last)

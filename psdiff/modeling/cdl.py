@@ -328,8 +328,9 @@ class CollaborativeDenoisingLayer(nn.Module):
         features: `condition`'s maps (FPN maps finest first, [B, C, H_l, W_l], then the
         stripes' trunk map or ReID neck maps, if any); boxes: [B, N, 4] noisy boxes b_t,
         xyxy input pixels; emb_signal: [B, N, D] noisy embeddings e_t (signal space);
-        t: [B] integer steps; carried: [B, N, C] object features of a previous pass, or None;
-        num_known: how many leading boxes per image are known and kept (`detect`).
+        t: [B] integer steps, or [B, N], one per row (rows renewal restarted from noise);
+        carried: [B, N, C] object features of a previous pass, or None; num_known: how many
+        leading boxes per image are known and kept (`detect`).
         Returns {"pred_logits": [B, N, 1], "pred_boxes": [B, N, 4] xyxy input pixels,
         "pred_embeddings": [B, N, D] e_hat0 in Norm space (signal / s2), "object_features":
         [B, N, C] the detection half of F_c after the FFN, for a next pass}.
@@ -341,14 +342,16 @@ class CollaborativeDenoisingLayer(nn.Module):
         roi = self.pooler(features, boxes)  # [B*N, C, S, S]
         bins = roi.shape[2] * roi.shape[3]
         det = roi.flatten(2).transpose(1, 2).reshape(batch, num_boxes, bins, roi.shape[1])
-        time = self.time_embedding(t)  # [B, C]
-        reid = self.reid_norm(self.reid_proj(emb_signal) + time[:, None, :])
+        time = self.time_embedding(t.reshape(-1)).reshape(*t.shape, -1)  # [B(, N), C]
+        scale_shift = self.time_scale_shift(time)  # [B(, N), 4C]
+        if t.dim() == 1:  # one t per image, shared by its rows
+            time, scale_shift = time[:, None], scale_shift[:, None]
+        reid = self.reid_norm(self.reid_proj(emb_signal) + time)
         collab = self.interact(det, reid, carried)
         collab = self.ffn_norm(collab + self.ffn(collab))
         channels = det.shape[-1]
         objects = collab[:, :channels].reshape(batch, num_boxes, channels)
-        scale_shift = self.time_scale_shift(time)  # [B, 4C] -> one row per box, [B*N, 4C]
-        scale, shift = scale_shift[:, None].expand(batch, num_boxes, -1).reshape(
+        scale, shift = scale_shift.expand(batch, num_boxes, -1).reshape(
             batch * num_boxes, scale_shift.shape[-1]).chunk(2, -1)
         collab = collab * (scale + 1) + shift
         if self.stripes_at_prediction:  # parallel heads: the boxes first, then what they hold

@@ -167,12 +167,25 @@ def sampling_timesteps(num_steps: int, num_timesteps: int) -> list:
     return [int(v) for v in times.tolist()][::-1]
 
 
+def ddim_update(x_t, x0_pred, a, a_next, eta, noise=None):
+    """DDIM from ᾱ = `a` to ᾱ' = `a_next` (Python floats, so x keeps its dtype):
+    ε̂ = (x_t − √ᾱ·x̂0)/√(1−ᾱ); σ = η·√((1 − ᾱ/ᾱ')(1 − ᾱ')/(1 − ᾱ));
+    x' = √ᾱ'·x̂0 + √(1 − ᾱ' − σ²)·ε̂ + σ·z. With η = 0 it is the first-order DPM-Solver step."""
+    eps = (x_t - math.sqrt(a) * x0_pred) / math.sqrt(1 - a)
+    sigma = eta * math.sqrt((1 - a / a_next) * (1 - a_next) / (1 - a))
+    x = math.sqrt(a_next) * x0_pred + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps
+    return x + sigma * noise if sigma > 0 else x
+
+
 class Sampler:
     """One fast sampler for one diffused quantity: `timesteps` and a `step` per network call.
 
     The network predicts x̂0 (in signal space); `step(i, x_t, x0_pred)` returns x at
     `timesteps[i + 1]`, or `x0_pred` itself after the last step. Rows are the leading dims of x.
     """
+
+    eta = 0.0  # DDIM's η (`ddim`); the solvers are deterministic
+    generator = None  # where `ddim` draws z when none is given
 
     def __init__(self, alphas_cumprod: torch.Tensor, num_steps: int, num_timesteps: int = 1000):
         if len(alphas_cumprod) != num_timesteps:
@@ -198,13 +211,27 @@ class Sampler:
     def reset_rows(self, mask: torch.Tensor) -> None:
         """Forget the history of rows just renewed with fresh noise (no-op for one-step rules)."""
 
+    def restart_step(self, i, x_t, x0_pred, noise=None):
+        """The update of rows that entered step i as pure noise at t = T − 1 (renewal with
+        RENEWAL_RESTART "noise"): DDIM from T − 1 to the next step's t, with DDIM's η, or first
+        order (η = 0) for the solvers, as their renewed rows."""
+        return self.ddim(len(self.alphas_cumprod) - 1, i, x_t, x0_pred, noise)
+
+    def ddim(self, t, i, x_t, x0_pred, noise=None):
+        """`ddim_update` from step t to step i's next t (x̂0 itself after the last step), with
+        `self.eta`; `noise` (z) defaults to a draw from `self.generator` (CPU)."""
+        t_next = self.next_timesteps[i]
+        if t_next < 0:
+            return x0_pred
+        if self.eta > 0 and noise is None:
+            noise = torch.randn(x_t.shape, generator=self.generator).to(x_t)
+        return ddim_update(x_t, x0_pred, float(self.alphas_cumprod[t]),
+                           float(self.alphas_cumprod[t_next]), self.eta, noise)
+
 
 class DDIMSampler(Sampler):
-    """DDIM (Song et al.), as DiffusionDet's `ddim_sample`; eta = 1 adds fresh noise each step.
-
-    ε̂ = (x_t − √ᾱ_t·x̂0)/√(1−ᾱ_t); σ = η·√((1 − ᾱ_t/ᾱ')(1 − ᾱ')/(1 − ᾱ_t));
-    x' = √ᾱ'·x̂0 + √(1 − ᾱ' − σ²)·ε̂ + σ·z.
-    """
+    """DDIM (Song et al., `ddim_update`), as DiffusionDet's `ddim_sample`; eta = 1 adds fresh
+    noise each step."""
 
     def __init__(self, alphas_cumprod, num_steps, num_timesteps=1000, eta=1.0, generator=None):
         super().__init__(alphas_cumprod, num_steps, num_timesteps)
@@ -213,18 +240,7 @@ class DDIMSampler(Sampler):
 
     def step(self, i, x_t, x0_pred, noise=None):
         """One DDIM update; `noise` (z) defaults to a draw from `self.generator` (CPU)."""
-        t, t_next = self.timesteps[i], self.next_timesteps[i]
-        if t_next < 0:
-            return x0_pred
-        a, a_next = float(self.alphas_cumprod[t]), float(self.alphas_cumprod[t_next])
-        eps = (x_t - math.sqrt(a) * x0_pred) / math.sqrt(1 - a)
-        sigma = self.eta * math.sqrt((1 - a / a_next) * (1 - a_next) / (1 - a))
-        x = math.sqrt(a_next) * x0_pred + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            if noise is None:
-                noise = torch.randn(x.shape, generator=self.generator).to(x)
-            x = x + sigma * noise
-        return x
+        return self.ddim(self.timesteps[i], i, x_t, x0_pred, noise)
 
 
 class DPMSolverSampler(Sampler):

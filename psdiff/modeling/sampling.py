@@ -24,6 +24,7 @@ from psdiff.utils.errors import PsdiffError
 from . import diffusion
 
 QUERY_MODES = ("denoise", "alone")  # MODEL.PSDIFF.QUERY_MODE choices (see `embed_queries`)
+RESTARTS = ("step", "noise")  # MODEL.PSDIFF.RENEWAL_RESTART choices (see `renew`)
 
 
 def image_generator(seed, key, device):
@@ -51,6 +52,7 @@ class DiffusionSampler:
     box_renewal: bool = True  # MODEL.PSDIFF.BOX_RENEWAL
     renewal_thresh: float = 0.5  # MODEL.PSDIFF.RENEWAL_THRESH: rows scoring <= this restart
     duplicate_iou: float = 0.0  # MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU: > 0 restarts duplicates too
+    restart: str = "step"  # MODEL.PSDIFF.RENEWAL_RESTART: renewed rows restart at "step" or "noise"
     ensemble_steps: bool = False  # MODEL.PSDIFF.ENSEMBLE_STEPS: keep every step, not the last
     seed: int = 0  # TEST.SAMPLER_SEED
     query_mode: str = "denoise"  # MODEL.PSDIFF.QUERY_MODE
@@ -61,6 +63,10 @@ class DiffusionSampler:
         if self.query_mode not in QUERY_MODES:
             raise PsdiffError(
                 f"MODEL.PSDIFF.QUERY_MODE = '{self.query_mode}' is not one of {QUERY_MODES}"
+            )
+        if self.restart not in RESTARTS:
+            raise PsdiffError(
+                f"MODEL.PSDIFF.RENEWAL_RESTART = '{self.restart}' is not one of {RESTARTS}"
             )
 
     @classmethod
@@ -76,6 +82,7 @@ class DiffusionSampler:
             box_renewal=p.BOX_RENEWAL,
             renewal_thresh=p.RENEWAL_THRESH,
             duplicate_iou=p.RENEWAL_DUPLICATE_IOU,
+            restart=p.RENEWAL_RESTART,
             ensemble_steps=p.ENSEMBLE_STEPS,
             seed=cfg.TEST.SAMPLER_SEED,
             query_mode=p.QUERY_MODE,
@@ -182,26 +189,39 @@ class DiffusionSampler:
         protected[:, :num_fixed] = True
         kept = []
         timesteps = rules[0].timesteps
+        restarted = torch.zeros_like(protected)  # rows renewal just restarted from noise
         for i, t in enumerate(timesteps):
             boxes = model.signal_to_abs_boxes(box_x, whwh)
             if num_fixed:
                 boxes = torch.cat([fixed_boxes, boxes[:, num_fixed:]], dim=1)
-            out = model.denoise(features, boxes, emb_x,
-                                torch.full((batch,), t, device=model.device), num_fixed)[-1]
+            t_rows = torch.full((batch,), t, device=model.device)
+            if self.restart == "noise" and i > 0:  # each row its own t: restarted ones T - 1
+                t_rows = torch.where(restarted, timesteps[0], t_rows[:, None])
+            out = model.denoise(features, boxes, emb_x, t_rows, num_fixed)[-1]
             if self.ensemble_steps or i == len(timesteps) - 1:
                 kept.append(out)
             if i == len(timesteps) - 1:
                 return kept  # Algorithm 2: the last step returns b_hat0, e_hat0
-            box_x0 = model.abs_boxes_to_signal(out["pred_boxes"], whwh)
-            box_x = rules[0].step(i, box_x, box_x0, noise["step_boxes"][:, i])
+            box_x = self.step(rules[0], i, restarted, box_x,
+                              model.abs_boxes_to_signal(out["pred_boxes"], whwh),
+                              noise["step_boxes"][:, i])
             if model.emb_diffusion:
-                emb_x = rules[1].step(i, emb_x, model.embedding_signal(out),
-                                      noise["step_embeddings"][:, i])
+                emb_x = self.step(rules[1], i, restarted, emb_x, model.embedding_signal(out),
+                                  noise["step_embeddings"][:, i])
             if self.box_renewal:
                 fresh = {key: value[:, i] for key, value in noise.items()
                          if key.startswith("renew_")}
-                box_x, emb_x = self.renew(model, out, box_x, emb_x, rules, fresh, protected,
-                                          rules[0].next_timesteps[i])
+                box_x, emb_x, restarted = self.renew(model, out, box_x, emb_x, rules, fresh,
+                                                     protected, rules[0].next_timesteps[i])
+
+    def step(self, rule, i, restarted, x_t, x0_pred, noise):
+        """x at the next step from x_t and the network's x̂0 by the step `rule`; rows that
+        entered this step restarted from noise (`restarted`, RENEWAL_RESTART "noise") step from
+        T - 1 (`Sampler.restart_step`). Dense: a CUDA graph can hold it."""
+        x = rule.step(i, x_t, x0_pred, noise)
+        if self.restart != "noise" or i == 0:
+            return x
+        return torch.where(restarted[..., None], rule.restart_step(i, x_t, x0_pred, noise), x)
 
     def fresh(self, model, draws, t):
         """Rows restarting at step t: placeholder boxes and embeddings (the training padding's
@@ -213,11 +233,15 @@ class DiffusionSampler:
                                    draws["renew_embeddings_noise"]))
 
     def renew(self, model, out, box_x, emb_x, rules, draws, protected, t):
-        """DiffusionDet's box renewal: rows scoring <= `renewal_thresh` restart at step t, and
-        with `duplicate_iou` > 0 so do duplicates (`duplicates`).
+        """DiffusionDet's box renewal: rows scoring <= `renewal_thresh` restart, and with
+        `duplicate_iou` > 0 so do duplicates (`duplicates`). Returns the new box and embedding
+        signals and the mask of restarted rows.
 
-        DiffusionDet restarts them from pure noise whatever t is; here they restart as Eq. 10's
-        x_t of a placeholder (`fresh`), which at low t is mostly signal, as in training.
+        DiffusionDet restarts them from pure noise but denoises them as rows at the next step's
+        t. Here, with `restart` "step", they restart as Eq. 10's x_t of a placeholder (`fresh`)
+        at that t, which at low t is mostly signal, as in training; with "noise" they restart
+        from pure noise at t = T - 1 and the network is told so (each row its own t), so they
+        search the whole image as the first step's rows do while the kept rows refine.
         Boxes and embeddings share the mask; `protected` rows (fixed query boxes) never renew.
         """
         scores = out["pred_logits"][..., 0].sigmoid()
@@ -225,13 +249,15 @@ class DiffusionSampler:
         if self.duplicate_iou > 0:
             renew |= duplicates(out["pred_boxes"], scores, self.duplicate_iou)
         renew &= ~protected
+        if self.restart == "noise":
+            t = rules[0].timesteps[0]
         fresh_boxes, fresh_embs = self.fresh(model, draws, t)
         box_x = torch.where(renew[..., None], fresh_boxes, box_x)
         if model.emb_diffusion:
             emb_x = torch.where(renew[..., None], fresh_embs, emb_x)
         for rule in rules:
             rule.reset_rows(renew)
-        return box_x, emb_x
+        return box_x, emb_x, renew
 
 
 def duplicates(boxes, scores, iou_thresh):

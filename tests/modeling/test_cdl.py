@@ -414,3 +414,19 @@ def test_stripes_read_the_trunk_map_inside_the_box_and_nothing_else(where):
                  emb_parts_source=(8, 4))
     with pytest.raises(PsdiffError, match="EMB_PARTS_IN_FEATURE needs EMB_PARTS > 0"):
         tiny_cdl(emb_parts=0, emb_parts_source=(8, 4))
+
+
+def test_one_t_per_row_is_the_images_t_where_rows_share_it_and_acts_per_row():
+    cdl = tiny_cdl().eval()
+    features, boxes, embs, t = random_inputs()
+    rows = t[:, None].expand(2, 5).clone()
+    with torch.no_grad():
+        shared = cdl(features, boxes, embs, t)
+        per_row = cdl(features, boxes, embs, rows)
+        rows[:, 0] = 999  # only the first row of each image restarted from noise
+        mixed = cdl(features, boxes, embs, rows)
+    for key in ("pred_logits", "pred_boxes", "pred_embeddings"):
+        torch.testing.assert_close(per_row[key], shared[key])
+    assert not torch.allclose(mixed["pred_boxes"][:, 0], shared["pred_boxes"][:, 0])
+    # the other rows see row 0 only through self-attention, so they change only a little
+    assert not torch.equal(mixed["pred_boxes"][:, 1:], shared["pred_boxes"][:, 1:])

@@ -182,6 +182,23 @@ def test_dpm_solver_pp_second_order_and_renewed_rows():
     assert not torch.allclose(x2[~renewed], first_order[~renewed])
 
 
+@pytest.mark.parametrize("kind, eta, first_order", [("DDIM", 1.0, ("DDIM", 1.0)),
+                                                  ("DDIM", 0.5, ("DDIM", 0.5)),
+                                                  ("DPM_SOLVER_PP", 1.0, ("DDIM", 0.0))])
+def test_rows_restarted_from_noise_step_from_t_max(kind, eta, first_order):
+    """A row that entered step 1 of 4 as pure noise (RENEWAL_RESTART "noise") goes to step 1's
+    next t (499) as the first step of 2 steps takes a row from T - 1 to 499; the solvers take
+    the first-order step, as for any renewed row."""
+    g = torch.Generator().manual_seed(4)
+    x, x0, z = (torch.randn(5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    four = build_sampler(kind, ALPHAS, 4, eta=eta)
+    two = build_sampler(first_order[0], ALPHAS, 2, eta=first_order[1])
+    assert four.next_timesteps[1] == two.next_timesteps[0] == 499
+    torch.testing.assert_close(four.restart_step(1, x, x0, z), two.step(0, x, x0, z))
+    assert not torch.allclose(four.restart_step(1, x, x0, z), four.step(1, x, x0, z))
+    torch.testing.assert_close(four.restart_step(3, x, x0, z), x0)  # the last step: x̂0
+
+
 def gaussian_denoiser(x, t, data_std):
     """The ideal x̂0 for x0 ~ N(0, s²) per row: E[x0 | x_t] = √ᾱ·s²/(ᾱ·s² + 1 − ᾱ)·x_t."""
     a = ALPHAS[t].item()

@@ -15,12 +15,12 @@ def test_sampler_from_config_reads_every_inference_key():
     cfg = tiny_cfg("MODEL.PSDIFF.SAMPLER", "DPM_SOLVER", "MODEL.PSDIFF.SAMPLE_STEPS", 3,
                    "MODEL.PSDIFF.DDIM_ETA", 0.5, "MODEL.PSDIFF.BOX_RENEWAL", False,
                    "MODEL.PSDIFF.RENEWAL_THRESH", 0.3, "MODEL.PSDIFF.RENEWAL_DUPLICATE_IOU", 0.6,
-                   "MODEL.PSDIFF.ENSEMBLE_STEPS", True,
+                   "MODEL.PSDIFF.RENEWAL_RESTART", "noise", "MODEL.PSDIFF.ENSEMBLE_STEPS", True,
                    "TEST.SAMPLER_SEED", 7, "MODEL.PSDIFF.QUERY_MODE", "alone",
                    "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 5)
     assert DiffusionSampler.from_config(cfg) == DiffusionSampler(
         kind="DPM_SOLVER", steps=3, eta=0.5, box_renewal=False, renewal_thresh=0.3,
-        duplicate_iou=0.6, ensemble_steps=True, seed=7, query_mode="alone", num_proposals=5)
+        duplicate_iou=0.6, restart="noise", ensemble_steps=True, seed=7, query_mode="alone", num_proposals=5)
 
 
 def build(*overrides, weights=None):
@@ -68,23 +68,32 @@ def test_duplicates_are_the_lower_scoring_rows_of_overlapping_pairs():
                                                         [False, False, False, True]]
 
 
-def second_step_boxes(model, inputs, duplicate_iou):
-    """The boxes the model's sampler feeds the CDL at its second step, with `duplicate_iou`."""
-    model.sampler = dataclasses.replace(model.sampler, duplicate_iou=duplicate_iou)
+def denoise_calls(model, inputs, queries=None, **sampler):
+    """(boxes, t) of each call the model's sampler, replaced by `sampler`'s fields, makes to
+    the CDL for `inputs` (one image): detection, or with `queries` (boxes) their embedding."""
+    model.sampler = dataclasses.replace(model.sampler, **sampler)
     features, _, whwh = model.extract_features(inputs)
     calls = []
 
-    def recording(features, boxes, *args):
-        calls.append(boxes)
-        return type(model).denoise(model, features, boxes, *args)
+    def recording(features, boxes, emb_signal, t, *args):
+        calls.append((boxes, t))
+        return type(model).denoise(model, features, boxes, emb_signal, t, *args)
 
     model.denoise = recording
     try:
         with torch.no_grad():
-            model.sampler.detect(model, features, whwh, inputs)
+            if queries is None:
+                model.sampler.detect(model, features, whwh, inputs)
+            else:
+                model.sampler.embed_queries(model, features, whwh, "q", queries)
     finally:
         del model.denoise
-    return calls[1]
+    return calls
+
+
+def second_step_boxes(model, inputs, duplicate_iou):
+    """The boxes the model's sampler feeds the CDL at its second step, with `duplicate_iou`."""
+    return denoise_calls(model, inputs, duplicate_iou=duplicate_iou)[1][0]
 
 
 def test_duplicate_renewal_restarts_more_rows():
@@ -95,3 +104,19 @@ def test_duplicate_renewal_restarts_more_rows():
                   "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 200)  # enough random boxes to overlap
     assert not torch.equal(second_step_boxes(model, inputs, 0.0),
                            second_step_boxes(model, inputs, 0.5))
+
+
+def test_rows_restarted_from_noise_carry_t_max_and_the_rest_the_steps_t():
+    inputs = [{k: v for k, v in scene("s.jpg", PERSONS).items() if k != "instances"}]
+    queries = torch.tensor(PERSONS[:2], dtype=torch.float32)
+    model = build("MODEL.PSDIFF.SAMPLE_STEPS", 3, "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 6,
+                  "MODEL.PSDIFF.RENEWAL_THRESH", 1.1)  # every row but the queries' renews
+    step = denoise_calls(model, inputs, queries, restart="step")
+    noise = denoise_calls(model, inputs, queries, restart="noise")
+    assert [t.tolist() for _, t in step] == [[999], [665], [332]]  # one t per image
+    assert noise[0][1].tolist() == [999]
+    for (_, t), t_step in zip(noise[1:], (665, 332)):  # the 2 fixed query rows keep the step's
+        assert t.tolist() == [[t_step] * 2 + [999] * 4]
+    # restarted from noise, their boxes are pure noise: other than the placeholders at t
+    assert not torch.allclose(noise[1][0][0, 2:], step[1][0][0, 2:])
+    torch.testing.assert_close(noise[1][0][0, :2], queries)
