@@ -20,7 +20,8 @@ def test_sampler_from_config_reads_every_inference_key():
                    "MODEL.PSDIFF.NUM_PROPOSALS_TEST", 5)
     assert DiffusionSampler.from_config(cfg) == DiffusionSampler(
         kind="DPM_SOLVER", steps=3, eta=0.5, box_renewal=False, renewal_thresh=0.3,
-        duplicate_iou=0.6, restart="noise", ensemble_steps=True, seed=7, query_mode="alone", num_proposals=5)
+        duplicate_iou=0.6, restart="noise", ensemble_steps=True, seed=7, query_mode="alone",
+        num_proposals=5)
 
 
 def build(*overrides, weights=None):
