@@ -97,6 +97,7 @@ _C.MODEL.PSDIFF.FOCAL_ALPHA = 0.25  # focal loss alpha
 _C.MODEL.PSDIFF.FOCAL_GAMMA = 2.0  # focal loss gamma
 _C.MODEL.PSDIFF.MATCHER = "hungarian"  # "hungarian" (one-to-one, paper), "dynamic_k" or "iou"
 _C.MODEL.PSDIFF.MATCH_K = 1  # predictions matched per GT; 1 = one-to-one Hungarian (paper)
+_C.MODEL.PSDIFF.MATCH_IOU_THRESH = 0.5  # "iou" matcher: IoU at which a box is a person's
 _C.MODEL.PSDIFF.MATCH_REID_COST = 0.0  # weight of ||e0 - e0_hat|| in the matching cost; 0 = off
 # Inference (Algorithm 2, Table V)
 _C.MODEL.PSDIFF.SAMPLER = "DDIM"  # "DDIM", "DPM_SOLVER" or "DPM_SOLVER_PP" (Table V)

@@ -5,8 +5,9 @@ R-CNN: λ_cls·focal + λ_L1·L1(normalized boxes) − λ_giou·GIoU (+ λ_reid�
 `cost_reid` > 0). `HungarianMatcher` (the paper's) solves it one-to-one with scipy's Hungarian
 algorithm; `DynamicKMatcher` gives each person its k cheapest predictions, k from the IoUs
 (DiffusionDet's SimOTA-style matcher), so near-duplicate proposals share the positive label;
-`IoUMatcher` makes every prediction that lands on a person (IoU >= 0.5) a positive, so the
-score means "this box is on a person" and NMS removes the duplicates, as in Faster R-CNN.
+`IoUMatcher` makes every prediction that lands on a person (IoU >= MATCH_IOU_THRESH) a
+positive, so the score means "this box is on a person" and NMS removes the duplicates, as in
+Faster R-CNN.
 """
 
 import torch
@@ -50,12 +51,16 @@ class HungarianMatcher(nn.Module):
         self.match_k = match_k
 
     @classmethod
-    def from_config(cls, cfg):
+    def config_args(cls, cfg) -> dict:
         """Arguments from MODEL.PSDIFF (costs share the loss weights, as in DiffusionDet)."""
         p = cfg.MODEL.PSDIFF
-        return cls(cost_class=p.CLASS_WEIGHT, cost_bbox=p.L1_WEIGHT, cost_giou=p.GIOU_WEIGHT,
-                   focal_alpha=p.FOCAL_ALPHA, focal_gamma=p.FOCAL_GAMMA, match_k=p.MATCH_K,
-                   cost_reid=p.MATCH_REID_COST)
+        return dict(cost_class=p.CLASS_WEIGHT, cost_bbox=p.L1_WEIGHT, cost_giou=p.GIOU_WEIGHT,
+                    focal_alpha=p.FOCAL_ALPHA, focal_gamma=p.FOCAL_GAMMA, match_k=p.MATCH_K,
+                    cost_reid=p.MATCH_REID_COST)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**cls.config_args(cfg))
 
     def assign(self, cost, boxes, gt_boxes):
         """(pred_idx, gt_idx) numpy arrays for one image's finite cost [N, M]."""
@@ -144,17 +149,26 @@ class DynamicKMatcher(HungarianMatcher):
 
 
 class IoUMatcher(HungarianMatcher):
-    """Every prediction whose box overlaps a person by IoU >= `IOU_THRESH` is that person's
+    """Every prediction whose box overlaps a person by IoU >= `iou_thresh` is that person's
     (the one it overlaps most); a person that no prediction reaches takes its cheapest free one
     by the matching cost (MODEL.PSDIFF.MATCHER "iou")."""
 
-    IOU_THRESH = 0.5
+    def __init__(self, iou_thresh=0.5, **costs):
+        """`iou_thresh` (MODEL.PSDIFF.MATCH_IOU_THRESH) in (0, 1]; `costs` as HungarianMatcher's."""
+        super().__init__(**costs)
+        if not 0 < iou_thresh <= 1:
+            raise PsdiffError(f"MODEL.PSDIFF.MATCH_IOU_THRESH must be in (0, 1], got {iou_thresh}")
+        self.iou_thresh = iou_thresh
+
+    @classmethod
+    def config_args(cls, cfg) -> dict:
+        return {**super().config_args(cfg), "iou_thresh": cfg.MODEL.PSDIFF.MATCH_IOU_THRESH}
 
     def assign(self, cost, boxes, gt_boxes):
         ious = box_iou(boxes, gt_boxes)
         best_iou, best_gt = ious.max(1)
         chosen = torch.zeros_like(cost, dtype=torch.bool)
-        hits = torch.nonzero(best_iou >= self.IOU_THRESH).flatten()
+        hits = torch.nonzero(best_iou >= self.iou_thresh).flatten()
         chosen[hits, best_gt[hits]] = True
         return every_person_matched(chosen, cost)
 

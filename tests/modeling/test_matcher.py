@@ -178,3 +178,24 @@ def test_iou_matcher_makes_every_box_on_a_person_positive():
     # no box reaches a person: each person takes its cheapest prediction, once
     off = torch.tensor([[0.0, 0.0, 8.0, 8.0], [45.0, 0.0, 55.0, 20.0], [20.0, 20.0, 30.0, 30.0]])
     assert match(off) == [(1, 1), (2, 0)]
+
+
+def test_iou_matcher_threshold_is_the_config_key():
+    size = torch.tensor([100.0, 100.0, 100.0, 100.0])
+    target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 90.0]]), "image_size": size,
+              "embeddings": torch.zeros(1, 4)}
+    # the person itself, and its upper 45 of 80 rows: IoU 1350 / 2400 = 0.5625
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 90.0], [10.0, 10.0, 40.0, 55.0]])
+    outputs = {"pred_logits": torch.zeros(1, 2, 1), "pred_boxes": boxes[None],
+               "pred_embeddings": torch.zeros(1, 2, 4)}
+    cfg = get_cfg()
+    cfg.MODEL.PSDIFF.MATCHER = "iou"
+    positives = {}
+    for thresh in (0.5, 0.6):
+        cfg.MODEL.PSDIFF.MATCH_IOU_THRESH = thresh
+        (pred, _), = build_matcher(cfg)(outputs, [target])
+        positives[thresh] = sorted(pred.tolist())
+    assert positives == {0.5: [0, 1], 0.6: [0]}
+    cfg.MODEL.PSDIFF.MATCH_IOU_THRESH = 1.5
+    with pytest.raises(PsdiffError, match="MATCH_IOU_THRESH must be in \\(0, 1\\], got 1.5"):
+        build_matcher(cfg)
