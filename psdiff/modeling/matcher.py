@@ -60,6 +60,7 @@ class HungarianMatcher(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        """The matcher built from `config_args(cfg)`, which subclasses extend."""
         return cls(**cls.config_args(cfg))
 
     def assign(self, cost, boxes, gt_boxes):
@@ -162,6 +163,7 @@ class IoUMatcher(HungarianMatcher):
 
     @classmethod
     def config_args(cls, cfg) -> dict:
+        """The costs' arguments plus the threshold."""
         return {**super().config_args(cfg), "iou_thresh": cfg.MODEL.PSDIFF.MATCH_IOU_THRESH}
 
     def assign(self, cost, boxes, gt_boxes):
